@@ -1,0 +1,31 @@
+"""The paper's CIFAR-100-set: 80 training classes, 20 held out, 5-way, ResNet-18, η = 0.5.
+
+Needs TFDS `cifar100` (downloaded and prepared on first use into data_dir). Every split is
+used: the protocol separates classes, not images.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.data.name = 'cifar100'
+    config.data.image_size = 32
+    config.data.channels = 3
+    config.data.train_classes = list(range(80))
+    config.data.test_classes = list(range(80, 100))
+    config.target.name = 'resnet18'
+    config.target.width = 64
+    config.model.sketch_dim = 256
+    config.model.eta = 0.5
+    config.train.ways = 5
+    config.train.shots = 10
+    config.train.queries = 15
+    config.train.num_train_steps = 100_000 // 4   # 100,000 groups, 4 per step
+    config.train.checkpoint_every = 1000
+    config.train.log_every = 100
+    config.eval.ways = 5
+    config.eval.shots = 10
+    config.eval.test_shots = 15
+    config.eval.groups = 500
+    return config

@@ -1,0 +1,44 @@
+"""PudNet entry point.
+
+  python main.py --config configs/default.py --workdir runs/default            # train + evaluate
+  python main.py --config configs/default.py --workdir runs/default --mode=evaluate
+  python main.py --workdir runs/default --mode=predict                           # save a ConvNet
+"""
+
+import pudnet_jax  # noqa: F401  (selects the CPU backend up front when there is no GPU)
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and results.')
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
+                  'train: train (resuming) then evaluate; evaluate: evaluate the latest '
+                  'checkpoint; predict: save predicted networks for held-out data.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    from pudnet_jax import evaluate, predict, train
+    if FLAGS.mode == 'train':
+        if FLAGS.config is None:
+            raise app.UsageError('--mode=train needs --config (e.g. configs/default.py).')
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.mode == 'evaluate':
+        config, model, spec, hyper_vars = train.restore_hypernet(FLAGS.workdir, FLAGS.config)
+        from pudnet_jax import data
+        pool = data.load_pool(config.data.name, config.data.image_size, config.data.channels,
+                              config.data.data_dir)
+        results = evaluate.evaluate(config, model, spec, hyper_vars, pool)
+        evaluate.write_results(results, FLAGS.workdir)
+    else:
+        predict.predict_and_save(FLAGS.workdir)
+
+
+if __name__ == '__main__':
+    logging.set_verbosity(logging.INFO)
+    app.run(main)

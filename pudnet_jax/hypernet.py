@@ -1,0 +1,223 @@
+"""The PudNet hypernetwork H_θ (paper §III): dataset sketch → AHRU → per-layer generators.
+
+`PudNet.generate(sketch)` returns a pytree with exactly the structure and shapes of the
+target's `params`, so `target.apply` takes it unchanged:
+- generated leaves: every conv kernel of the target (one weight generator per layer);
+- shared learned leaves: everything else (BatchNorm scale and bias), ordinary
+  parameters of the hypernetwork, the same for every dataset, as in the authors' code.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pudnet_jax.targets import TargetSpec, init_shared_leaf
+
+
+class SketchEncoder(nn.Module):
+    """T_φ: three conv → LeakyReLU → BatchNorm blocks and a projection to an m-vector."""
+    sketch_dim: int = 256
+    features: Sequence[int] = (16, 32, 32)
+    kernel_size: int = 5
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        k = self.kernel_size
+        for i, f in enumerate(self.features):
+            x = nn.Conv(f, (k, k), strides=(2, 2), name=f'conv{i}')(x)
+            x = nn.leaky_relu(x, negative_slope=0.2)
+            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f'bn{i}')(x)
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.sketch_dim, name='project')(x)
+
+
+def dataset_sketch(features: jax.Array, labels: Optional[jax.Array] = None,
+                   num_classes: Optional[int] = None) -> jax.Array:
+    """Eq. 3: the mean of per-image features. With labels, the class-balanced variant
+    (§III-C): the mean of the per-class centroids, so head classes don't dominate."""
+    if labels is None:
+        return jnp.mean(features, axis=0)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=features.dtype)      # (n, K)
+    counts = onehot.sum(0)
+    centroids = (onehot.T @ features) / jnp.maximum(counts, 1.0)[:, None]
+    present = (counts > 0).astype(features.dtype)
+    return (present @ centroids) / jnp.maximum(present.sum(), 1.0)
+
+
+class AHRUCell(nn.Module):
+    """One step of the Adaptive Hyper Recurrent Unit, with exactly the paper's equations:
+
+        r_t = σ(W_r [d_{t-1}, a_{t-1}])
+        z_t = σ(W_z [d_{t-1}, a_{t-1}])
+        d~_t = tanh(W_h [r_t * d_{t-1}, a_{t-1}])
+        d_t = (1 - z_t) * d_{t-1} + z_t * d~_t
+        a_t = σ(W_o d_t)
+
+    Not a stock GRU: the input is the previous layer's representation a_{t-1}, and the
+    output passes through W_o. The W are bias-free, as written.
+    """
+
+    @nn.compact
+    def __call__(self, carry, _):
+        d, a = carry
+        m = d.shape[-1]
+        dense = lambda name: nn.Dense(m, use_bias=False, name=name)
+        da = jnp.concatenate([d, a], axis=-1)
+        r = nn.sigmoid(dense('W_r')(da))
+        z = nn.sigmoid(dense('W_z')(da))
+        d_tilde = jnp.tanh(dense('W_h')(jnp.concatenate([r * d, a], axis=-1)))
+        d = (1.0 - z) * d + z * d_tilde
+        a = nn.sigmoid(dense('W_o')(d))
+        return (d, a), a
+
+
+class AHRU(nn.Module):
+    """One AHRU cell scanned over the target's T layers; d_0 = a_0 = sketch.
+
+    Returns the context-aware layer embeddings a_1..a_T, shape (T, m).
+    """
+    num_layers: int
+
+    @nn.compact
+    def __call__(self, sketch):
+        scan = nn.scan(AHRUCell, variable_broadcast='params', split_rngs={'params': False},
+                       length=self.num_layers)
+        _, a = scan(name='cell')((sketch, sketch), None)
+        return a
+
+
+class WeightGenerator(nn.Module):
+    """g_ψt (eq. 6): Linear m → p·k², reshape (k², p), 1×1 conv p → hidden, activation,
+    1×1 conv hidden → C_in·C_out, reshape to the Flax kernel (kh, kw, C_in, C_out).
+
+    A 1×1 convolution over the k² kernel positions is a Dense on the channel axis. The
+    output is scaled by √(2 / fan_in) (He) so a freshly initialised hypernetwork produces
+    kernels of the usual scale.
+    """
+    kernel_shape: tuple[int, ...]
+    p: int = 8
+    hidden: int = 16
+
+    @nn.compact
+    def __call__(self, embedding):
+        *spatial, c_in, c_out = self.kernel_shape
+        k2 = math.prod(spatial)
+        w = nn.Dense(self.p * k2, name='embed')(embedding).reshape(k2, self.p)
+        w = nn.gelu(nn.Dense(self.hidden, name='conv1x1_a')(w))
+        w = nn.Dense(c_in * c_out, name='conv1x1_b')(w)
+        return w.reshape(self.kernel_shape) * math.sqrt(2.0 / (k2 * c_in))
+
+
+def _shape_key(shape: Sequence[int]) -> str:
+    return 'x'.join(str(d) for d in shape)
+
+
+class PudNet(nn.Module):
+    """H_θ plus the training-only full-class head Q_φ and the temperature τ."""
+    spec: TargetSpec
+    num_train_classes: int
+    sketch_dim: int = 256
+    sketch_features: tuple[int, ...] = (16, 32, 32)
+    generator_p: int = 8
+    generator_hidden: int = 16
+    eta: float = 0.5
+    use_ahru: bool = True
+    temperature: float = 10.0
+    learn_temperature: bool = False
+
+    def setup(self):
+        self.encoder = SketchEncoder(self.sketch_dim, self.sketch_features)
+        self.ahru = AHRU(len(self.spec.generated))
+        # Layers of identical kernel shape run as one vmapped computation; each layer
+        # still has its own generator weights (stacked along the leading axis).
+        groups = collections.OrderedDict()
+        for t, (_, shape) in enumerate(self.spec.generated):
+            groups.setdefault(shape, []).append(t)
+        self._groups = tuple((shape, tuple(ts)) for shape, ts in groups.items())
+        self.generators = {
+            _shape_key(shape): nn.vmap(WeightGenerator, variable_axes={'params': 0},
+                                       split_rngs={'params': True})(
+                shape, self.generator_p, self.generator_hidden)
+            for shape, _ in self._groups}
+        self.shared = self.param('target_shared', lambda _: {
+            '/'.join(p): init_shared_leaf(p, s) for p, s in self.spec.shared})
+        self.head = nn.Dense(self.num_train_classes, name='full_head')
+        if self.learn_temperature:
+            self.log_tau = self.param('log_tau', lambda _: jnp.log(jnp.float32(self.temperature)))
+
+    def __call__(self, images, train: bool = False):
+        """Initialisation path: touches every submodule."""
+        sketch = dataset_sketch(self.encode(images, train))
+        params = self.generate(sketch)
+        logits = self.head(jnp.zeros((1, self.spec.feature_dim)))
+        return params, logits, self.tau()
+
+    def encode(self, images, train: bool = False):
+        """Per-image features T_φ(x); the sketch is their (streaming) mean."""
+        return self.encoder(images, train)
+
+    def layer_embeddings(self, sketch):
+        """â_t = (1-η) a_t + η s for every target layer (eq. 5), shape (T, m)."""
+        num_layers = len(self.spec.generated)
+        if not self.use_ahru:   # ablation: every generator sees the plain sketch
+            return jnp.broadcast_to(sketch, (num_layers, sketch.shape[-1]))
+        a = self.ahru(sketch)
+        return (1.0 - self.eta) * a + self.eta * sketch
+
+    def generate(self, sketch):
+        """The target's full `params` tree for the dataset with this sketch."""
+        emb = self.layer_embeddings(sketch)
+        kernels: list = [None] * len(self.spec.generated)
+        for shape, layer_ids in self._groups:
+            out = self.generators[_shape_key(shape)](emb[jnp.array(layer_ids)])
+            for i, t in enumerate(layer_ids):
+                kernels[t] = out[i]
+        shared = {tuple(k.split('/')): v for k, v in self.shared.items()}
+        return self.spec.assemble_params(kernels, shared)
+
+    def full_head(self, features):
+        return self.head(features)
+
+    def tau(self):
+        if self.learn_temperature:
+            return jnp.exp(self.log_tau)
+        return jnp.float32(self.temperature)
+
+
+def make_pudnet(config, spec: TargetSpec) -> PudNet:
+    m = config.model
+    return PudNet(spec=spec, num_train_classes=len(config.data.train_classes),
+                  sketch_dim=m.sketch_dim, sketch_features=tuple(m.sketch_features),
+                  generator_p=m.generator_p, generator_hidden=m.generator_hidden,
+                  eta=m.eta, use_ahru=m.use_ahru, temperature=config.loss.temperature,
+                  learn_temperature=config.loss.learn_temperature)
+
+
+def streaming_sketch(encode: Callable[[jax.Array], jax.Array], images, chunk_size: int):
+    """The sketch of a dataset of any size, as a running sum over fixed-size chunks.
+
+    `encode` maps a (chunk_size, H, W, C) batch to features (inference mode, so each
+    image's feature is independent of its batch). The last chunk is zero-padded and
+    masked, so every call has one shape and compiles once. Memory is bounded by one chunk.
+    """
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError('Cannot sketch an empty dataset.')
+    total = None
+    for start in range(0, n, chunk_size):
+        chunk = images[start:start + chunk_size]
+        valid = chunk.shape[0]
+        if valid < chunk_size:
+            pad = jnp.zeros((chunk_size - valid,) + tuple(chunk.shape[1:]), chunk.dtype)
+            chunk = jnp.concatenate([jnp.asarray(chunk), pad])
+        feats = encode(chunk)
+        mask = (jnp.arange(chunk_size) < valid).astype(feats.dtype)
+        part = mask @ feats
+        total = part if total is None else total + part
+    return total / n

@@ -1,0 +1,193 @@
+"""Target networks Ω whose parameters PudNet predicts.
+
+Ordinary Flax Linen modules: `target.apply({'params': p, 'batch_stats': b}, x,
+train=False)` returns one feature vector per image. Every convolution is followed by
+BatchNorm, so convolutions carry no bias; the conv kernels are what the hypernetwork
+generates. `TargetSpec` gathers what the hypernetwork needs to know about a target: the
+parameter template, the kernels in forward order and the feature size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+# BatchNorm momentum 0 makes `train=True` store the exact statistics of the batch it
+# sees, which is how we compute BatchNorm statistics for a predicted network from the
+# dataset it was predicted for.
+DEFAULT_BN_MOMENTUM = 0.9
+
+
+def _batch_norm(train: bool, momentum: float, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
+                        name=name)
+
+
+class ConvNet3(nn.Module):
+    """Three conv3x3 → BatchNorm → ReLU → max-pool blocks, flattened (paper's ConvNet-3)."""
+    width: int = 64
+    bn_momentum: float = DEFAULT_BN_MOMENTUM
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for i in range(3):
+            x = nn.Conv(self.width, (3, 3), use_bias=False, name=f'conv{i}')(x)
+            x = _batch_norm(train, self.bn_momentum, f'bn{i}')(x)
+            x = nn.relu(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return x.reshape(x.shape[0], -1)
+
+
+class BasicBlock(nn.Module):
+    filters: int
+    strides: int
+    bn_momentum: float
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        residual = x
+        y = nn.Conv(self.filters, (3, 3), (self.strides, self.strides), use_bias=False,
+                    name='conv1')(x)
+        y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn1')(y))
+        y = nn.Conv(self.filters, (3, 3), use_bias=False, name='conv2')(y)
+        y = _batch_norm(train, self.bn_momentum, 'bn2')(y)
+        if residual.shape != y.shape:
+            residual = nn.Conv(self.filters, (1, 1), (self.strides, self.strides),
+                               use_bias=False, name='shortcut_conv')(residual)
+            residual = _batch_norm(train, self.bn_momentum, 'shortcut_bn')(residual)
+        return nn.relu(residual + y)
+
+
+class ResNet(nn.Module):
+    """ResNet with basic blocks and a small-image stem (3x3 conv, no max-pool) for 28-64 px."""
+    stage_sizes: Sequence[int]
+    width: int = 64
+    bn_momentum: float = DEFAULT_BN_MOMENTUM
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(self.width, (3, 3), use_bias=False, name='stem_conv')(x)
+        x = nn.relu(_batch_norm(train, self.bn_momentum, 'stem_bn')(x))
+        for i, num_blocks in enumerate(self.stage_sizes):
+            for j in range(num_blocks):
+                strides = 2 if i > 0 and j == 0 else 1
+                x = BasicBlock(self.width * 2**i, strides, self.bn_momentum,
+                               name=f'stage{i + 1}_block{j}')(x, train)
+        return jnp.mean(x, axis=(1, 2))
+
+
+TARGETS = {
+    'convnet3': lambda width, momentum: ConvNet3(width=width, bn_momentum=momentum),
+    'resnet18': lambda width, momentum: ResNet((2, 2, 2, 2), width=width, bn_momentum=momentum),
+    'resnet34': lambda width, momentum: ResNet((3, 4, 6, 3), width=width, bn_momentum=momentum),
+}
+
+
+def make_target(name: str, width: int = 64, bn_momentum: float = DEFAULT_BN_MOMENTUM) -> nn.Module:
+    if name not in TARGETS:
+        raise ValueError(f'Unknown target {name!r}; known targets: {sorted(TARGETS)}.')
+    return TARGETS[name](width, bn_momentum)
+
+
+Path = tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """Static facts about a target architecture for one input shape (hashable)."""
+    name: str
+    width: int
+    image_shape: tuple[int, int, int]          # (H, W, C)
+    generated: tuple[tuple[Path, tuple[int, ...]], ...]   # kernels, in forward order
+    shared: tuple[tuple[Path, tuple[int, ...]], ...]      # other params (BatchNorm scale/bias)
+    batch_stats: tuple[tuple[Path, tuple[int, ...]], ...]
+    feature_dim: int
+
+    def module(self, bn_momentum: float = DEFAULT_BN_MOMENTUM) -> nn.Module:
+        return make_target(self.name, self.width, bn_momentum)
+
+    @property
+    def stats_module(self) -> nn.Module:
+        """The target whose `train=True` pass records the batch's exact BN statistics."""
+        return self.module(bn_momentum=0.0)
+
+    def zero_batch_stats(self) -> dict:
+        return traverse_util.unflatten_dict(
+            {p: jnp.zeros(s, jnp.float32) for p, s in self.batch_stats})
+
+    def assemble_params(self, generated: Sequence[jax.Array], shared: dict) -> dict:
+        """Builds the target's `params` tree from generated kernels (forward order) and
+        the flat dict of shared leaves."""
+        flat = {path: w for (path, _), w in zip(self.generated, generated)}
+        flat.update(shared)
+        return traverse_util.unflatten_dict(flat)
+
+
+def _forward_order_of_kernels(module: nn.Module, x) -> list[Path]:
+    """Paths of the Conv/Dense modules in the order the forward pass calls them.
+
+    Flattening a params dict sorts its keys (`conv10` before `conv2`), so the order is
+    taken from the calls themselves.
+    """
+    order: list[Path] = []
+
+    def record(next_fun, args, kwargs, context):
+        mod = context.module
+        if context.method_name == '__call__' and isinstance(mod, (nn.Conv, nn.Dense)):
+            path = tuple(mod.path)
+            if path not in order:
+                order.append(path)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, train=False))
+    return order
+
+
+def target_spec(name: str, image_shape: Sequence[int], width: int = 64) -> TargetSpec:
+    image_shape = tuple(int(d) for d in image_shape)
+    if len(image_shape) != 3 or image_shape[-1] not in (1, 3):
+        raise ValueError(f'Target {name!r} takes images of shape (H, W, C) with C in (1, 3); '
+                         f'got image_shape={image_shape}.')
+    module = make_target(name, width)
+    x = jnp.zeros((2,) + image_shape, jnp.float32)
+    variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, train=False))
+    flat_params = traverse_util.flatten_dict(variables['params'])
+    order = _forward_order_of_kernels(module, x)
+    generated = tuple((p + ('kernel',), tuple(flat_params[p + ('kernel',)].shape)) for p in order)
+    generated_paths = {p for p, _ in generated}
+    shared = tuple((p, tuple(v.shape)) for p, v in flat_params.items() if p not in generated_paths)
+    stats = tuple((p, tuple(v.shape))
+                  for p, v in traverse_util.flatten_dict(variables['batch_stats']).items())
+    features = jax.eval_shape(lambda v: module.apply(v, x, train=False), variables)
+    return TargetSpec(name=name, width=width, image_shape=image_shape, generated=generated,
+                      shared=shared, batch_stats=stats, feature_dim=int(features.shape[-1]))
+
+
+def init_shared_leaf(path: Path, shape: Sequence[int]) -> jax.Array:
+    """Initial value of a shared (not generated) target leaf: BatchNorm scale 1, others 0."""
+    return jnp.ones(shape) if path[-1] == 'scale' else jnp.zeros(shape)
+
+
+def apply_with_dataset_stats(spec: TargetSpec, params: dict, support, query=None):
+    """Runs the target with BatchNorm statistics computed from `support`.
+
+    Returns (support features, query features or None, batch_stats). The support pass
+    normalises with the support's own batch statistics; the query pass uses those same
+    statistics in inference mode, exactly as the saved predicted network would.
+    """
+    feats_s, mutated = spec.stats_module.apply(
+        {'params': params, 'batch_stats': spec.zero_batch_stats()}, support, train=True,
+        mutable=['batch_stats'])
+    stats = mutated['batch_stats']
+    feats_q = None
+    if query is not None:
+        feats_q = spec.module().apply({'params': params, 'batch_stats': stats}, query,
+                                      train=False)
+    return feats_s, feats_q, stats
+

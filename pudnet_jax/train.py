@@ -1,0 +1,312 @@
+"""Meta-training of PudNet: `train_and_evaluate(config, workdir)`.
+
+Each optimizer step draws E episodes from the training classes and runs them inside
+one `jit`-ted step. The sketch encoder sees all E support sets as one batch (its weights
+are shared); the per-episode part (AHRU, generators, the target with its own generated
+weights, the losses) is batched by `config.train.episode_batching`:
+- 'unroll': a Python loop inside the jit (fastest on CPU: XLA's CPU backend lowers a
+  vmapped conv with per-episode weights to a slow grouped convolution);
+- 'vmap': `jax.vmap` over episodes (fastest on GPU);
+- 'map': `jax.lax.map` (smallest program and memory, slowest);
+- 'auto': 'unroll' on CPU, 'vmap' elsewhere.
+"""
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers, metrics, periodic_actions
+from flax.training import train_state
+
+from pudnet_jax import data as data_lib
+from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax.hypernet import PudNet, make_pudnet
+from pudnet_jax.losses import pudnet_loss
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, target_spec
+
+CONFIG_FILE = 'config.json'
+# Settings that may change between runs on one workdir without making its checkpoint
+# a different experiment (e.g. train longer, evaluate differently).
+RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
+                     'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict',
+                     'data.data_dir')
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+    loss: metrics.Average.from_output('loss')
+    l1_metric: metrics.Average.from_output('l1_metric')
+    l2_full_head: metrics.Average.from_output('l2_full_head')
+    l3_consistency: metrics.Average.from_output('l3_consistency')
+    accuracy: metrics.Average.from_output('accuracy')
+
+
+def build_model(config) -> tuple[PudNet, TargetSpec]:
+    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
+    spec = target_spec(config.target.name, image_shape, config.target.width)
+    return make_pudnet(config, spec), spec
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    t = config.train
+    lr = t.learning_rate
+    if t.cosine_decay or t.warmup_steps:
+        lr = optax.warmup_cosine_decay_schedule(
+            init_value=0.0 if t.warmup_steps else t.learning_rate, peak_value=t.learning_rate,
+            warmup_steps=t.warmup_steps, decay_steps=t.num_train_steps,
+            end_value=t.learning_rate * (0.0 if t.cosine_decay else 1.0))
+    return optax.adam(lr, b1=t.b1, b2=t.b2)
+
+
+def create_train_state(config, model: PudNet, spec: TargetSpec) -> TrainState:
+    images = jnp.zeros((2,) + spec.image_shape, jnp.float32)
+    variables = model.init(jax.random.PRNGKey(config.seed), images, train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                             batch_stats=variables['batch_stats'], tx=make_optimizer(config))
+
+
+def resolve_batching(mode: str) -> str:
+    if mode == 'auto':
+        return 'unroll' if jax.default_backend() == 'cpu' else 'vmap'
+    if mode not in ('unroll', 'vmap', 'map'):
+        raise ValueError(f"config.train.episode_batching must be 'auto', 'unroll', 'vmap' or "
+                         f"'map'; got {mode!r}.")
+    return mode
+
+
+def _over_episodes(fn, mode: str):
+    """fn(sketch, support, support_labels, query, query_labels, classes) per episode."""
+    if mode == 'vmap':
+        return jax.vmap(fn)
+    if mode == 'map':
+        return lambda *xs: jax.lax.map(lambda x: fn(*x), xs)
+
+    def unrolled(*xs):
+        outs = [fn(*(x[e] for x in xs)) for e in range(xs[0].shape[0])]
+        return jax.tree.map(lambda *o: jnp.stack(o), *outs)
+    return unrolled
+
+
+def make_train_step(config, model: PudNet, spec: TargetSpec):
+    loss_cfg = config.loss
+    mode = resolve_batching(config.train.episode_batching)
+
+    def train_step(state: TrainState, batch: data_lib.Episodes):
+        num_episodes, shots_total = batch.support.shape[:2]
+
+        def loss_fn(params):
+            feats, updates = model.apply(
+                {'params': params, 'batch_stats': state.batch_stats},
+                batch.support.reshape((-1,) + batch.support.shape[2:]), train=True,
+                method=PudNet.encode, mutable=['batch_stats'])
+            sketches = feats.reshape(num_episodes, shots_total, -1).mean(axis=1)
+
+            def episode(sketch, support, support_labels, query, query_labels, classes):
+                generated = model.apply({'params': params}, sketch, method=PudNet.generate)
+                f_s, f_q, _ = apply_with_dataset_stats(spec, generated, support, query)
+                head_logits = model.apply({'params': params}, f_q, method=PudNet.full_head)
+                tau = model.apply({'params': params}, method=PudNet.tau)
+                return pudnet_loss(f_s, support_labels, f_q, query_labels, head_logits,
+                                   classes, tau, use_full_head=loss_cfg.use_full_head,
+                                   use_kl=loss_cfg.use_kl)
+
+            losses, parts = _over_episodes(episode, mode)(
+                sketches, batch.support, batch.support_labels, batch.query,
+                batch.query_labels, batch.classes)
+            return losses.mean(), (jax.tree.map(jnp.mean, parts), updates['batch_stats'])
+
+        (_, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        return state, TrainMetrics.single_from_model_output(**parts)
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+# ----------------------------------------------------------------------------- workdir
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f'{prefix}{k}'
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + '.'))
+        else:
+            out[key] = v
+    return out
+
+
+def config_to_dict(config) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def check_or_save_config(config, workdir: str, has_checkpoint: bool) -> None:
+    """Saves the config in the workdir; refuses to resume a checkpoint trained with
+    different settings (naming the settings that differ)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    current = config_to_dict(config)
+    if has_checkpoint and os.path.exists(path):
+        with open(path) as f:
+            saved = _flatten(json.load(f))
+        now = _flatten(current)
+        allowed = lambda k: any(k == a or k.startswith(a + '.') for a in RESUMABLE_CHANGES)
+        differ = sorted(k for k in set(saved) | set(now)
+                        if not allowed(k) and saved.get(k) != now.get(k))
+        if differ:
+            detail = '; '.join(f'{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}'
+                               for k in differ[:8])
+            raise ValueError(
+                f'Workdir {workdir!r} holds a checkpoint trained with a different config '
+                f'({detail}). Use a new --workdir, or the config saved in {path}.')
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'No {CONFIG_FILE} in workdir {workdir!r}: train there first '
+                                f'(--mode=train).')
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, 'checkpoints')),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_checkpoints,
+                                             create=True))
+
+
+def restore_hypernet(workdir: str, config=None):
+    """(config, model, spec, hypernet variables) from a trained workdir's latest checkpoint."""
+    config = config or load_workdir_config(workdir)
+    model, spec = build_model(config)
+    abstract = jax.eval_shape(lambda: create_train_state(config, model, spec))
+    mngr = checkpoint_manager(workdir, config)
+    step = mngr.latest_step()
+    if step is None:
+        raise FileNotFoundError(f'No checkpoint in {workdir!r}/checkpoints: train first.')
+    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    return config, model, spec, {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+# ----------------------------------------------------------------------------- loop
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def _check_finite(step: int, computed: dict, last_checkpoint, ckpt_dir: str, config) -> None:
+    if not all(np.isfinite(v) for v in computed.values()):
+        parts = ', '.join(f'{k}={v:.4g}' for k, v in computed.items())
+        where = (f'the last good checkpoint is step {last_checkpoint} in {ckpt_dir}'
+                 if last_checkpoint is not None else 'no checkpoint was saved yet')
+        raise NonFiniteLossError(
+            f'Non-finite training loss by step {step} ({parts}); nothing was saved after it '
+            f'and {where}. Try a lower config.train.learning_rate '
+            f'(now {config.train.learning_rate}).')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after_step: int | None = None) -> dict:
+    """Trains (resuming from the workdir's latest checkpoint) then evaluates.
+
+    `stop_after_step` simulates an interruption (used by tests): training stops right
+    after that step as if killed, and nothing is evaluated.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    t = config.train
+    model, spec = build_model(config)
+    pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
+                              config.data.data_dir)
+    sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
+                                      t.queries, seed=config.seed, what='training episodes')
+    # Fail on bad evaluation settings now, not after training.
+    evaluate_lib.group_sampler(config, pool)
+
+    mngr = checkpoint_manager(workdir, config)
+    ckpt_dir = str(mngr.directory)
+    latest = mngr.latest_step()
+    check_or_save_config(config, workdir, has_checkpoint=latest is not None)
+    state = create_train_state(config, model, spec)
+    if latest is not None:
+        state = mngr.restore(latest, args=ocp.args.StandardRestore(state))
+        logging.info('Resumed from checkpoint at step %d in %s.', latest, ckpt_dir)
+    start = int(state.step)
+
+    train_step = make_train_step(config, model, spec)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    if start == 0:
+        writer.write_hparams(_flatten(config_to_dict(config)))
+    report = periodic_actions.ReportProgress(num_train_steps=t.num_train_steps, writer=writer,
+                                             every_steps=t.log_every)
+    logging.info('Training %s (%d generated kernels, %d shared leaves) on %s, '
+                 'steps %d..%d, %d episodes/step, batching=%s, backend=%s.',
+                 spec.name, len(spec.generated), len(spec.shared), config.data.name, start,
+                 t.num_train_steps, t.episodes_per_step, resolve_batching(t.episode_batching),
+                 jax.default_backend())
+
+    train_metrics = None
+    last_checkpoint = latest
+    t0 = time.time()
+    for step in range(start + 1, t.num_train_steps + 1):
+        batch = sampler.sample(step, t.episodes_per_step)
+        state, step_metrics = train_step(state, batch)
+        train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
+        report(step)
+        is_last = step == t.num_train_steps
+        if step % t.log_every == 0 or is_last or step % t.checkpoint_every == 0:
+            computed = {k: float(v) for k, v in train_metrics.compute().items()}
+            _check_finite(step, computed, last_checkpoint, ckpt_dir, config)
+            if step % t.log_every == 0 or is_last:
+                writer.write_scalars(step, {f'train/{k}': v for k, v in computed.items()})
+                elapsed = time.time() - t0
+                rate = (step - start) / max(elapsed, 1e-9)
+                logging.info('step %d/%d  loss %.4f  episode acc %.3f  %.2f steps/s  ETA %s',
+                             step, t.num_train_steps, computed['loss'], computed['accuracy'],
+                             rate, _format_seconds((t.num_train_steps - step) / max(rate, 1e-9)))
+                train_metrics = None
+            if step % t.checkpoint_every == 0 or is_last:
+                mngr.save(step, args=ocp.args.StandardSave(state))
+                last_checkpoint = step
+        if stop_after_step is not None and step >= stop_after_step:
+            mngr.wait_until_finished()
+            writer.flush()
+            return {'stopped_at_step': step}
+    mngr.wait_until_finished()
+    train_seconds = time.time() - t0
+    steps_done = t.num_train_steps - start
+
+    hyper_vars = {'params': state.params, 'batch_stats': state.batch_stats}
+    results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool)
+    results.update(train_seconds=round(train_seconds, 2), train_steps=t.num_train_steps,
+                   steps_this_run=steps_done, resumed_from_step=start,
+                   steps_per_second=round(steps_done / train_seconds, 3) if steps_done else None)
+    writer.write_scalars(t.num_train_steps, {'eval/accuracy': results['accuracy'],
+                                             'eval/ci95': results['ci95']})
+    writer.flush()
+    evaluate_lib.write_results(results, workdir)
+    return results
+
+
+def _format_seconds(s: float) -> str:
+    s = int(round(s))
+    return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
