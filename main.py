@@ -5,6 +5,8 @@
   python main.py --workdir runs/default --mode=predict                           # save a ConvNet
 """
 
+import logging as std_logging
+
 import pudnet_jax  # noqa: F401  (selects the CPU backend up front when there is no GPU)
 
 from absl import app, flags, logging
@@ -18,6 +20,13 @@ flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
                   'train: train (resuming) then evaluate; evaluate: evaluate the latest '
                   'checkpoint; predict: save predicted networks for held-out data.')
 flags.mark_flags_as_required(['workdir'])
+
+
+class _QuietCheckpointing(std_logging.Filter):
+    """Orbax logs a dozen INFO lines per checkpoint; keep its warnings and errors only."""
+
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):
@@ -41,4 +50,5 @@ def main(argv):
 
 if __name__ == '__main__':
     logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietCheckpointing())
     app.run(main)

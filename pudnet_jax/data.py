@@ -26,14 +26,18 @@ def normalize(images_uint8: np.ndarray) -> np.ndarray:
     return ((images_uint8.astype(np.float32) / 255.0) - NORMALIZE_MEAN) / NORMALIZE_STD
 
 
-def check_images(images, channels: int, where: str) -> None:
-    """Raises a ValueError naming `where` unless images are (N, H, W, channels)."""
+def check_images(images, image_shape: Sequence[int], where: str) -> None:
+    """Raises a ValueError naming `where` unless images are (N, *image_shape)."""
     shape = tuple(np.shape(images))
+    height, width, channels = image_shape
     if len(shape) != 4:
         raise ValueError(f'{where}: expected images of rank 4 (N, H, W, C), got shape {shape}.')
     if shape[-1] != channels:
         raise ValueError(f'{where}: expected {channels} channel(s) (the target takes '
                          f'{channels}), got shape {shape}.')
+    if shape[1:3] != (height, width):
+        raise ValueError(f'{where}: expected images of size {height}x{width} (the configured '
+                         f'image_size), got shape {shape}.')
 
 
 def to_size_and_channels(images: np.ndarray, image_size: int, channels: int,
@@ -72,7 +76,9 @@ def _load_mnist5k(data_dir: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(x, 0, 255).astype(np.uint8), np.asarray(y)
 
 
-def _load_tfds(name: str) -> Callable[[Optional[str]], tuple[np.ndarray, np.ndarray]]:
+def _load_tfds(name: str, splits: Sequence[str]
+               ) -> Callable[[Optional[str]], tuple[np.ndarray, np.ndarray]]:
+    """A TFDS dataset, all `splits` merged: the protocols separate classes, not images."""
     def load(data_dir):
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
         import tensorflow as tf
@@ -81,18 +87,19 @@ def _load_tfds(name: str) -> Callable[[Optional[str]], tuple[np.ndarray, np.ndar
         builder = tfds.builder(name, data_dir=data_dir)
         builder.download_and_prepare()
         xs, ys = [], []
-        for split in builder.info.splits:     # class-disjoint protocol: use every split
-            ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
-            x, y = tfds.as_numpy(ds)
-            xs.append(x)
-            ys.append(y)
+        for split in splits:
+            # Fixed-size batches: batch_size=-1 aborts inside TF on datasets of unknown size.
+            ds = builder.as_dataset(split=split, batch_size=4096, as_supervised=True)
+            for x, y in tfds.as_numpy(ds):
+                xs.append(x)
+                ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
     return load
 
 
 SOURCES: dict[str, Callable[[Optional[str]], tuple[np.ndarray, np.ndarray]]] = {
     'mnist5k': _load_mnist5k,
-    'cifar100': _load_tfds('cifar100'),
+    'cifar100': _load_tfds('cifar100', ('train', 'test')),
 }
 
 

@@ -34,7 +34,13 @@ def make_predict_fn(model: PudNet, spec: TargetSpec):
         params = model.apply(hyper_vars, feats.mean(axis=0), method=PudNet.generate)
         _, _, stats = apply_with_dataset_stats(spec, params, images)
         return {'params': params, 'batch_stats': stats}
-    return jax.jit(predict)
+    jitted = jax.jit(predict)
+
+    def checked(hyper_vars, images):
+        data_lib.check_images(images, spec.image_shape, 'prediction images')
+        return jitted(hyper_vars, images)
+    checked.lower = jitted.lower
+    return checked
 
 
 def make_classify_fn(spec: TargetSpec, ways: int):

@@ -1,0 +1,97 @@
+"""Train → checkpoint → interrupt → resume → evaluate → predict, and the training errors."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import pudnet_jax  # noqa: F401
+from configs import test as test_config
+from pudnet_jax import data as data_lib
+from pudnet_jax import predict as predict_lib
+from pudnet_jax import train as train_lib
+
+
+def _latest_params(workdir):
+    return train_lib.restore_hypernet(workdir)[3]
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    config = test_config.get_config()
+    whole, broken = str(tmp_path / 'whole'), str(tmp_path / 'broken')
+    uninterrupted = train_lib.train_and_evaluate(config, whole)
+
+    # "Killed" after step 3: the checkpoint of step 2 is the last one on disk.
+    assert train_lib.train_and_evaluate(config, broken, stop_after_step=3) == {
+        'stopped_at_step': 3}
+    assert train_lib.checkpoint_manager(broken, config).all_steps() == [2]
+    assert not os.path.exists(os.path.join(broken, 'results.json'))
+    resumed = train_lib.train_and_evaluate(config, broken)
+    assert resumed['resumed_from_step'] == 2 and resumed['steps_this_run'] == 4
+
+    with open(os.path.join(broken, 'results.json')) as f:
+        on_disk = json.load(f)
+    assert on_disk['accuracy'] == resumed['accuracy'] == uninterrupted['accuracy']
+    for key in ('accuracy', 'ci95', 'groups', 'ways', 'shots', 'target', 'predict_seconds',
+                'compile_seconds'):
+        assert key in on_disk
+    assert 0.0 <= on_disk['accuracy'] <= 1.0 and on_disk['predict_seconds'] > 0
+    jax.tree.map(np.testing.assert_array_equal, _latest_params(whole), _latest_params(broken))
+
+    # Predict: saved variables load into the plain target, without the hypernetwork.
+    summary = predict_lib.predict_and_save(broken)
+    group = summary['groups'][0]
+    target, variables, meta = predict_lib.load_variables(group['path'])
+    assert set(variables) == {'params', 'batch_stats'}
+    assert meta['target'] == 'convnet3' and meta['classes'] == group['classes']
+    pool = data_lib.load_pool('mnist5k', 28, 1)
+    images = data_lib.normalize(pool[meta['classes'][0]][:5])
+    features = target.apply(variables, images, train=False)
+    assert features.shape[0] == 5 and np.all(np.isfinite(features))
+    # BatchNorm statistics come from the prediction set: not the initial zeros/ones.
+    stats = jax.tree.leaves(variables['batch_stats'])
+    assert all(np.any(s != 0) and np.any(s != 1) for s in stats)
+    assert group['accuracy'] > 1 / 3 - 0.2 and group['predict_seconds'] > 0
+
+
+def test_workdir_with_a_different_config_is_refused(tmp_path):
+    config = test_config.get_config()
+    workdir = str(tmp_path / 'run')
+    train_lib.train_and_evaluate(config, workdir, stop_after_step=2)
+    other = test_config.get_config()
+    other.target.width = 16
+    with pytest.raises(ValueError, match=r"different config \(target.width: checkpoint 8 vs now 16"):
+        train_lib.train_and_evaluate(other, workdir)
+    # Training longer on the same workdir is allowed.
+    longer = test_config.get_config()
+    longer.train.num_train_steps = 8
+    longer.eval.groups = 1
+    assert train_lib.train_and_evaluate(longer, workdir)['resumed_from_step'] == 2
+
+
+def test_non_finite_loss_stops_before_saving(tmp_path):
+    config = test_config.get_config()
+    config.loss.temperature = float('nan')
+    workdir = str(tmp_path / 'nan')
+    with pytest.raises(train_lib.NonFiniteLossError, match='Non-finite training loss by step 2'):
+        train_lib.train_and_evaluate(config, workdir)
+    assert train_lib.checkpoint_manager(workdir, config).all_steps() == []
+
+
+def test_unknown_target_and_bad_prediction_images(tmp_path):
+    config = test_config.get_config()
+    config.target.name = 'resnet19'
+    with pytest.raises(ValueError, match=r"Unknown target 'resnet19'.*resnet18"):
+        train_lib.build_model(config)
+    config = test_config.get_config()
+    model, spec = train_lib.build_model(config)
+    state = train_lib.create_train_state(config, model, spec)
+    from pudnet_jax import evaluate
+    predict = evaluate.make_predict_fn(model, spec)
+    hyper = {'params': state.params, 'batch_stats': state.batch_stats}
+    with pytest.raises(ValueError, match=r'prediction images: expected 1 channel.*\(4, 28, 28, 3\)'):
+        predict(hyper, np.zeros((4, 28, 28, 3), np.float32))
+    with pytest.raises(ValueError, match=r'rank 4.*\(28, 28, 1\)'):
+        predict(hyper, np.zeros((28, 28, 1), np.float32))
