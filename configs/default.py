@@ -43,7 +43,7 @@ def get_config():
     config.train.shots = 10
     config.train.queries = 15
     config.train.episodes_per_step = 4
-    config.train.num_train_steps = 1000
+    config.train.num_train_steps = 400
     config.train.learning_rate = 1e-3
     config.train.b1 = 0.9
     config.train.b2 = 0.999
@@ -51,7 +51,7 @@ def get_config():
     config.train.cosine_decay = False
     config.train.episode_batching = 'auto'   # 'unroll' on CPU, 'vmap' on GPU
     config.train.log_every = 50
-    config.train.checkpoint_every = 200
+    config.train.checkpoint_every = 100
     config.train.max_checkpoints = 2
 
     config.eval = ml_collections.ConfigDict()
