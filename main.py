@@ -16,9 +16,11 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'compare'],
                   'train: train (resuming) then evaluate; evaluate: evaluate the latest '
-                  'checkpoint; predict: save predicted networks for held-out data.')
+                  'checkpoint; predict: save predicted networks for held-out data; compare: '
+                  'PudNet against baselines on the same groups (trains PudNet first if the '
+                  'workdir has no checkpoint).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -32,7 +34,7 @@ class _QuietCheckpointing(std_logging.Filter):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    from pudnet_jax import evaluate, predict, train
+    from pudnet_jax import compare, evaluate, predict, train
     if FLAGS.mode == 'train':
         if FLAGS.config is None:
             raise app.UsageError('--mode=train needs --config (e.g. configs/default.py).')
@@ -44,6 +46,8 @@ def main(argv):
                               config.data.data_dir)
         results = evaluate.evaluate(config, model, spec, hyper_vars, pool)
         evaluate.write_results(results, FLAGS.workdir)
+    elif FLAGS.mode == 'compare':
+        compare.run_compare(FLAGS.workdir, FLAGS.config)
     else:
         predict.predict_and_save(FLAGS.workdir)
 

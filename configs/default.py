@@ -61,6 +61,22 @@ def get_config():
     config.eval.groups = 200
     config.eval.seed = 1
 
+    # --mode=compare: baselines on the first `groups` evaluation groups (issue: paper tables).
+    config.compare = ml_collections.ConfigDict()
+    config.compare.groups = 20
+    config.compare.tune_groups = 2          # learning-rate tuning (separate draws)
+    config.compare.val_groups = 10          # Pretrained / ProtoNet model selection
+    config.compare.epochs = (1, 2, 5, 10, 20, 30)
+    config.compare.learning_rates = (3e-4, 1e-3, 3e-3)
+    config.compare.batch_size = 10
+    config.compare.finetune_epochs = (1, 2, 5, 10)
+    config.compare.finetune_learning_rates = (1e-4, 3e-4, 1e-3)
+    config.compare.pretrain_epochs = 10
+    config.compare.pretrain_batch_size = 64
+    config.compare.pretrain_learning_rate = 1e-3
+    config.compare.protonet_steps = 200
+    config.compare.protonet_eval_every = 25
+
     config.predict = ml_collections.ConfigDict()
     config.predict.groups = 1
     config.predict.first_group = 0

@@ -19,4 +19,28 @@ def get_config():
     config.eval.shots = 3
     config.eval.test_shots = 4
     config.eval.groups = 3
+    config.compare.groups = 2
+    config.compare.tune_groups = 1
+    config.compare.val_groups = 1
+    config.compare.epochs = (1, 2)
+    config.compare.learning_rates = (1e-3, 3e-3)
+    config.compare.batch_size = 3
+    config.compare.finetune_epochs = (1,)
+    config.compare.finetune_learning_rates = (1e-3,)
+    config.compare.pretrain_epochs = 1
+    config.compare.pretrain_batch_size = 256
+    config.compare.protonet_steps = 2
+    config.compare.protonet_eval_every = 1
+    return config
+
+
+def shrink(config):
+    """A paper/preset config with the tiny sizes of configs/test.py (same data/target)."""
+    tiny = get_config()
+    for group in ('model', 'train', 'eval', 'compare'):
+        for key, value in tiny[group].items():
+            if group == 'model' and key in ('eta', 'use_ahru'):
+                continue
+            config[group][key] = value
+    config.target.width = tiny.target.width
     return config

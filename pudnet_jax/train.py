@@ -38,7 +38,7 @@ CONFIG_FILE = 'config.json'
 # Settings that may change between runs on one workdir without making its checkpoint
 # a different experiment (e.g. train longer, evaluate differently).
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
-                     'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict',
+                     'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict', 'compare',
                      'data.data_dir')
 
 

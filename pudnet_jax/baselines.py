@@ -1,0 +1,264 @@
+"""Baselines of the paper's tables, measured on the same groups as PudNet.
+
+- Training the target on a group's prediction set with a linear head, from scratch
+  (Adam, or Adam with Gradient Centralization) or from given weights (fine-tuning,
+  Table VIII): `GroupTrainer`.
+- Pretrained: the target trained with a full linear head on all training-pool classes.
+- ProtoNet: the target trained episodically with the metric loss (L1) alone.
+- Random-init target with prototypes: the control that shows what the hypernetwork adds.
+
+Every network is evaluated the same way as a PudNet prediction: BatchNorm statistics from
+the group's prediction set; prototype methods classify by cosine to class centroids,
+trained heads by their argmax.
+"""
+
+import functools
+import time
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from pudnet_jax import data as data_lib
+from pudnet_jax.evaluate import make_classify_fn
+from pudnet_jax.losses import class_centroids, cosine_logits
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+
+
+def gradient_centralization() -> optax.GradientTransformation:
+    """GC (Yong et al. 2020) for Flax layouts: subtract, per output unit, the gradient's
+    mean over all other axes: (kh, kw, C_in) for a conv kernel (kh, kw, C_in, C_out),
+    C_in for a Dense kernel. (`optax.centralize` assumes the output axis comes first.)"""
+    def update(updates, state, params=None):
+        del params
+        centre = lambda g: g - g.mean(tuple(range(g.ndim - 1)), keepdims=True) if g.ndim > 1 else g
+        return jax.tree.map(centre, updates), state
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def make_optimizer(kind: str):
+    """Adam or GC+Adam with the learning rate as state, so one compilation serves all."""
+    adam = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+    if kind == 'adam':
+        return adam
+    if kind == 'gc':
+        return optax.chain(gradient_centralization(), adam)
+    raise ValueError(f"Unknown optimizer {kind!r}; use 'adam' or 'gc'.")
+
+
+def init_opt_state(tx, params, lr: float):
+    """`tx.init` with the learning rate stored in the state set to `lr`."""
+    is_hyper = lambda s: isinstance(s, optax.InjectHyperparamsState)
+    with_lr = lambda s: (s._replace(hyperparams={**s.hyperparams,
+                                                 'learning_rate': jnp.asarray(lr, jnp.float32)})
+                         if is_hyper(s) else s)
+    return jax.tree.map(with_lr, tx.init(params), is_leaf=is_hyper)
+
+
+class TargetWithHead(nn.Module):
+    """The target network plus a linear classification head."""
+    target: nn.Module
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(self.num_classes, name='head')(self.target(x, train=train))
+
+
+def _with_head_variables(target_vars: dict, head_params: dict) -> dict:
+    return {'params': {'target': target_vars['params'], 'head': head_params},
+            'batch_stats': {'target': target_vars['batch_stats']}}
+
+
+def _supervised_epoch(model: TargetWithHead, tx, batch_size: int):
+    """One shuffled epoch of minibatch training: a Python loop over a jitted step.
+
+    (Not a `lax.scan`: on XLA's CPU backend the same step ran ~7x slower inside a loop.)
+    """
+    @jax.jit
+    def step(params, batch_stats, opt_state, images, labels):
+        def loss_fn(p):
+            logits, upd = model.apply({'params': p, 'batch_stats': batch_stats}, images,
+                                      train=True, mutable=['batch_stats'])
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            return loss.mean(), upd['batch_stats']
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    def epoch(params, batch_stats, opt_state, images, labels, seed: int):
+        n = images.shape[0]
+        order = np.random.default_rng(seed).permutation(n)
+        losses = []
+        for i in range(n // batch_size):   # the last partial batch is dropped
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state,
+                                                        images[idx], labels[idx])
+            losses.append(loss)
+        return params, batch_stats, opt_state, jnp.mean(jnp.stack(losses))
+    return epoch
+
+
+def head_accuracy_fn(spec: TargetSpec, num_classes: int):
+    """Accuracy of target+head with BatchNorm statistics from the prediction set."""
+    stats_model = TargetWithHead(spec.stats_module, num_classes)
+    model = TargetWithHead(spec.module(), num_classes)
+
+    def accuracy(params, support, test, test_labels):
+        zero = {'target': spec.zero_batch_stats()}
+        _, upd = stats_model.apply({'params': params, 'batch_stats': zero}, support,
+                                   train=True, mutable=['batch_stats'])
+        logits = model.apply({'params': params, 'batch_stats': upd['batch_stats']}, test)
+        return jnp.mean(jnp.argmax(logits, -1) == test_labels)
+    return jax.jit(accuracy)
+
+
+class GroupTrainer:
+    """Trains target + linear head on one group's prediction set and records the test
+    accuracy and the cumulative training seconds at each milestone epoch."""
+
+    def __init__(self, spec: TargetSpec, ways: int, batch_size: int, optimizer: str):
+        self.spec, self.ways, self.batch_size = spec, ways, batch_size
+        self.model = TargetWithHead(spec.module(), ways)
+        self.tx = make_optimizer(optimizer)
+        self.epoch = _supervised_epoch(self.model, self.tx, batch_size)
+        self.accuracy = head_accuracy_fn(spec, ways)
+
+    def init(self, key, init_target_vars: dict | None = None):
+        x = jnp.zeros((2,) + self.spec.image_shape)
+        variables = self.model.init(key, x)
+        if init_target_vars is not None:   # fine-tuning: given weights, fresh head
+            variables = _with_head_variables(init_target_vars, variables['params']['head'])
+        return variables
+
+    def curve(self, group: data_lib.Episodes, lr: float, milestones: Sequence[int], seed: int,
+              init_target_vars: dict | None = None) -> tuple[list[float], list[float]]:
+        if group.support.shape[0] < self.batch_size:
+            raise ValueError(f'batch_size {self.batch_size} exceeds the prediction set '
+                             f'({group.support.shape[0]} images).')
+        key = jax.random.PRNGKey(seed)
+        variables = self.init(key, init_target_vars)
+        params, stats = variables['params'], variables['batch_stats']
+        opt_state = init_opt_state(self.tx, params, lr)
+        images, labels = group.support, group.support_labels
+        accs, seconds, elapsed = [], [], 0.0
+        for e in range(1, max(milestones) + 1):
+            t0 = time.perf_counter()
+            params, stats, opt_state, _ = self.epoch(params, stats, opt_state, images, labels,
+                                                     seed * 1000 + e)
+            jax.block_until_ready(params)
+            elapsed += time.perf_counter() - t0
+            if e in milestones:
+                accs.append(float(self.accuracy(params, group.support, group.query,
+                                                group.query_labels)))
+                seconds.append(elapsed)
+        return accs, seconds
+
+
+@functools.lru_cache(maxsize=None)
+def _stats_fn(spec: TargetSpec):
+    return jax.jit(lambda params, support: apply_with_dataset_stats(spec, params, support)[2])
+
+
+def prototype_stats(spec: TargetSpec, params, group: data_lib.Episodes):
+    """BatchNorm statistics of a target with `params` on the group's prediction set."""
+    return _stats_fn(spec)(params, group.support)
+
+
+def prototype_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
+    """Prototype accuracy of fixed target params on a group (BN stats from its support)."""
+    classify = make_classify_fn(spec, ways)
+
+    def accuracy(params, group: data_lib.Episodes) -> float:
+        variables = {'params': params, 'batch_stats': prototype_stats(spec, params, group)}
+        pred = classify(variables, group.support, group.support_labels, group.query)
+        return float(np.mean(np.asarray(pred) == group.query_labels))
+    return accuracy
+
+
+def fixed_stats_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
+    """Prototype accuracy of fixed target variables, BatchNorm statistics included."""
+    classify = make_classify_fn(spec, ways)
+
+    def accuracy(variables, group: data_lib.Episodes) -> float:
+        pred = classify(variables, group.support, group.support_labels, group.query)
+        return float(np.mean(np.asarray(pred) == group.query_labels))
+    return accuracy
+
+
+def random_init_params(spec: TargetSpec, seed: int) -> dict:
+    x = jnp.zeros((2,) + spec.image_shape)
+    return spec.module().init(jax.random.PRNGKey(seed), x)['params']
+
+
+def train_pretrained(spec: TargetSpec, pool, train_classes: Sequence[int], val_groups,
+                     epochs: int, batch_size: int, lr: float, seed: int, ways: int):
+    """Supervised training with a full linear head on all training classes; keeps the
+    epoch whose target gives the best prototype accuracy on the validation groups.
+    Returns (target variables with its running BatchNorm statistics, seconds, best epoch,
+    validation accuracy)."""
+    images = np.concatenate([data_lib.normalize(pool[c]) for c in train_classes])
+    labels = np.concatenate([np.full(len(pool[c]), i, np.int32)
+                             for i, c in enumerate(train_classes)])
+    model = TargetWithHead(spec.module(), len(train_classes))
+    tx = optax.adam(lr)
+    key = jax.random.PRNGKey(seed)
+    variables = model.init(key, jnp.zeros((2,) + spec.image_shape))
+    params, stats = variables['params'], variables['batch_stats']
+    opt_state = tx.init(params)
+    epoch_fn = _supervised_epoch(model, tx, batch_size)
+    proto = prototype_accuracy_fn(spec, ways)
+    best = (-1.0, None, 0)
+    t0 = time.perf_counter()
+    for e in range(1, epochs + 1):
+        params, stats, opt_state, loss = epoch_fn(params, stats, opt_state, images, labels,
+                                                  seed * 1000 + e)
+        val = float(np.mean([proto(params['target'], g) for g in val_groups]))
+        logging.info('Pretrained: epoch %d/%d, loss %.4f, validation prototype accuracy %.4f',
+                     e, epochs, float(loss), val)
+        if val > best[0]:
+            best = (val, {'params': params['target'], 'batch_stats': stats['target']}, e)
+    return best[1], time.perf_counter() - t0, best[2], best[0]
+
+
+def train_protonet(spec: TargetSpec, sampler: data_lib.EpisodeSampler, val_groups,
+                   steps: int, episodes_per_step: int, eval_every: int, lr: float,
+                   tau: float, seed: int, ways: int):
+    """Episodic training of the target with the metric loss; early stopping on the
+    validation groups (long runs overfit the few training classes).
+    Returns (target params, seconds, best step, validation accuracy)."""
+    params = random_init_params(spec, seed)
+    tx = optax.adam(lr)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        def loss_fn(p):
+            losses = []
+            for e in range(batch.support.shape[0]):   # unrolled, as PudNet's CPU default
+                f_s, f_q, _ = apply_with_dataset_stats(spec, p, batch.support[e], batch.query[e])
+                u = class_centroids(f_s, batch.support_labels[e], ways)
+                logits = cosine_logits(f_q, u, tau)
+                losses.append(optax.softmax_cross_entropy_with_integer_labels(
+                    logits, batch.query_labels[e]).mean())
+            return jnp.mean(jnp.stack(losses))
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    proto = prototype_accuracy_fn(spec, ways)
+    best = (-1.0, params, 0)
+    t0 = time.perf_counter()
+    for s in range(1, steps + 1):
+        params, opt_state, loss = step(params, opt_state, sampler.sample(s, episodes_per_step))
+        if s % eval_every == 0 or s == steps:
+            val = float(np.mean([proto(params, g) for g in val_groups]))
+            logging.info('ProtoNet: step %d/%d, loss %.4f, validation accuracy %.4f',
+                         s, steps, float(loss), val)
+            if val > best[0]:
+                best = (val, params, s)
+    return best[1], time.perf_counter() - t0, best[2], best[0]

@@ -1,0 +1,280 @@
+"""`--mode=compare`: PudNet against the baselines on exactly the same groups.
+
+Writes to the workdir: compare.md and compare.csv (method, ACC ± 95% CI, seconds to
+produce the network, one-off training cost), compare.png (accuracy against seconds, log
+scale) and compare.json (every number), with the headline *speedup at equal accuracy*:
+the time the best scratch baseline needs to reach PudNet's accuracy (interpolated along
+its epoch curve) divided by PudNet's time to predict.
+
+Groups: the test groups are the first `compare.groups` evaluation groups (the same draws
+as `results.json`'s). Learning rates are tuned on separate groups of the held-out
+classes (`compare.tune_groups`); Pretrained and ProtoNet pick their epoch/step on further
+separate validation groups (`compare.val_groups`). These draws may share images with the
+test groups, never a group.
+"""
+
+import csv
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from pudnet_jax import baselines
+from pudnet_jax import data as data_lib
+from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import train as train_lib
+
+TUNE_OFFSET, VAL_OFFSET = 100_000, 200_000
+
+
+class Progress:
+    """Logs `i/total` with an ETA for one phase of a long comparison."""
+
+    def __init__(self, name: str, total: int):
+        self.name, self.total, self.t0 = name, total, time.time()
+
+    def __call__(self, done: int, extra: str = ''):
+        elapsed = time.time() - self.t0
+        eta = elapsed / max(done, 1) * (self.total - done)
+        logging.info('%s: %d/%d  %s elapsed %.0fs, ETA %.0fs', self.name, done, self.total,
+                     extra, elapsed, eta)
+
+
+def time_to_reach(seconds, accuracies, target: float, chance: float):
+    """Seconds at which a training curve first reaches `target`, interpolating linearly
+    between milestones (the curve starts at (0 s, chance)); None if it never does."""
+    points = [(0.0, chance)] + list(zip(seconds, accuracies))
+    for (t0, a0), (t1, a1) in zip(points, points[1:]):
+        if a1 >= target:
+            if a0 >= target:
+                return t0
+            return t0 + (target - a0) / (a1 - a0) * (t1 - t0)
+    return None
+
+
+def _row(method, accs, seconds=None, one_off=None, epochs=None, family='', note=''):
+    acc, ci = evaluate_lib.mean_ci95(accs)
+    return {'method': method, 'family': family, 'epochs': epochs, 'accuracy': acc, 'ci95': ci,
+            'seconds': seconds, 'one_off_seconds': one_off, 'note': note}
+
+
+def _curve_rows(name, family, milestones, per_group, lr):
+    """per_group: list of (accs, seconds) per group → one row per milestone."""
+    rows = []
+    for i, e in enumerate(milestones):
+        rows.append(_row(f'{name} {e} epoch{"s" if e > 1 else ""}', [a[i] for a, _ in per_group],
+                         seconds=float(np.median([s[i] for _, s in per_group])), epochs=e,
+                         family=family, note=f'lr {lr:g}'))
+    return rows
+
+
+def _tune_lr(trainer, groups, lrs, milestones, init_fn, what):
+    """The learning rate with the best mean accuracy at the last milestone."""
+    scores = {}
+    for lr in lrs:
+        accs = [trainer.curve(g, lr, [max(milestones)], seed=TUNE_OFFSET + i,
+                              init_target_vars=init_fn(g))[0][0] for i, g in enumerate(groups)]
+        scores[lr] = float(np.mean(accs))
+    best = max(scores, key=scores.get)
+    logging.info('%s: learning-rate tuning %s -> %g', what,
+                 {f'{k:g}': round(v, 4) for k, v in scores.items()}, best)
+    return best, scores
+
+
+def run_compare(workdir: str, config=None) -> dict:
+    has_checkpoint = train_lib.checkpoint_manager(
+        workdir, config or train_lib.load_workdir_config(workdir)).latest_step() is not None
+    pudnet_training = None
+    if not has_checkpoint:
+        if config is None:
+            raise FileNotFoundError(f'No trained PudNet in {workdir!r}: pass --config to train.')
+        logging.info('No checkpoint in %s: training PudNet first.', workdir)
+        pudnet_training = train_lib.train_and_evaluate(config, workdir)
+    config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir, config)
+    results_path = os.path.join(workdir, evaluate_lib.RESULTS_FILE)
+    if pudnet_training is None and os.path.exists(results_path):
+        with open(results_path) as f:
+            pudnet_training = json.load(f)
+    pudnet_train_seconds = (pudnet_training or {}).get('train_seconds')
+
+    c, ways = config.compare, config.eval.ways
+    pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
+                              config.data.data_dir)
+    sampler = evaluate_lib.group_sampler(config, pool)
+    test = [sampler.sample(g, 1)[0] for g in range(c.groups)]
+    tune = [sampler.sample(TUNE_OFFSET + g, 1)[0] for g in range(c.tune_groups)]
+    val = [sampler.sample(VAL_OFFSET + g, 1)[0] for g in range(c.val_groups)]
+    chance = 1.0 / ways
+    t_start = time.time()
+    rows = []
+
+    # PudNet: one forward pass per group.
+    predict = evaluate_lib.make_predict_fn(model, spec)
+    classify = evaluate_lib.make_classify_fn(spec, ways)
+    jax.block_until_ready(predict(hyper_vars, test[0].support))      # compile
+    accs, secs, predicted = [], [], []
+    for g in test:
+        t0 = time.perf_counter()
+        v = jax.block_until_ready(predict(hyper_vars, g.support))
+        secs.append(time.perf_counter() - t0)
+        pred = classify(v, g.support, g.support_labels, g.query)
+        accs.append(float(np.mean(np.asarray(pred) == g.query_labels)))
+        predicted.append(v)
+    pudnet_seconds = float(np.median(secs))
+    rows.append(_row('PudNet', accs, seconds=pudnet_seconds, one_off=pudnet_train_seconds,
+                     family='pudnet', note='one forward pass; one-off: meta-training'))
+    pudnet_acc = rows[-1]['accuracy']
+    logging.info('PudNet: %.4f on %d groups, %.1f ms per group', pudnet_acc, len(test),
+                 1000 * pudnet_seconds)
+
+    # Random-init target with prototypes: what the hypernetwork adds.
+    proto = baselines.prototype_accuracy_fn(spec, ways)
+    rows.append(_row('Random init + prototypes',
+                     [proto(baselines.random_init_params(spec, i), g) for i, g in enumerate(test)],
+                     seconds=0.0, family='control', note='untrained target'))
+
+    # Pretrained (full head on all training classes) and ProtoNet, then prototypes.
+    t = config.train
+    pretrained, pre_s, pre_epoch, _ = baselines.train_pretrained(
+        spec, pool, config.data.train_classes, val, c.pretrain_epochs, c.pretrain_batch_size,
+        c.pretrain_learning_rate, config.seed, ways)
+    pre_note = f'{len(config.data.train_classes)}-way head, best epoch {pre_epoch}'
+    with_own_stats = baselines.fixed_stats_accuracy_fn(spec, ways)
+    rows.append(_row('Pretrained', [with_own_stats(pretrained, g) for g in test], one_off=pre_s,
+                     family='pretrained', note=pre_note + ', its running BN statistics'))
+    rows.append(_row('Pretrained + group BN stats', [proto(pretrained['params'], g) for g in test],
+                     one_off=pre_s, family='pretrained_bn',
+                     note=pre_note + ', BN statistics from the prediction set as PudNet'))
+    train_sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
+                                            t.queries, seed=config.seed + 1)
+    protonet, proto_s, proto_step, _ = baselines.train_protonet(
+        spec, train_sampler, val, c.protonet_steps, t.episodes_per_step, c.protonet_eval_every,
+        t.learning_rate, config.loss.temperature, config.seed, ways)
+    rows.append(_row('ProtoNet', [proto(protonet, g) for g in test], one_off=proto_s,
+                     family='protonet', note=f'metric loss, best step {proto_step}'))
+    logging.info('Pretrained %.4f / %.4f, ProtoNet %.4f', rows[-3]['accuracy'],
+                 rows[-2]['accuracy'], rows[-1]['accuracy'])
+
+    # Training from scratch (Adam, GC) and fine-tuning (Table VIII), per group.
+    curves = {}
+    runs = [('Adam scratch', 'scratch', 'adam', c.epochs, c.learning_rates, lambda g: None),
+            ('GC scratch', 'scratch', 'gc', c.epochs, c.learning_rates, lambda g: None)]
+    pred_by_group = {id(g): v for g, v in zip(test, predicted)}
+    predict_for = lambda g: pred_by_group.get(id(g)) or predict(hyper_vars, g.support)
+    pretrained_vars = lambda g: {'params': pretrained['params'], 'batch_stats':
+                                 baselines.prototype_stats(spec, pretrained['params'], g)}
+    runs += [('Fine-tune PudNet', 'finetune', 'adam', c.finetune_epochs,
+              c.finetune_learning_rates, predict_for),
+             ('Fine-tune Pretrained', 'finetune', 'adam', c.finetune_epochs,
+              c.finetune_learning_rates, pretrained_vars)]
+    trainers = {}
+    for name, family, opt, milestones, lrs, init_fn in runs:
+        trainer = trainers.setdefault(opt, baselines.GroupTrainer(spec, ways, c.batch_size, opt))
+        lr, scores = _tune_lr(trainer, tune, lrs, milestones, init_fn, name)
+        progress = Progress(name, len(test))
+        per_group = []
+        for i, g in enumerate(test):
+            per_group.append(trainer.curve(g, lr, milestones, seed=i, init_target_vars=init_fn(g)))
+            if (i + 1) % max(1, len(test) // 5) == 0 or i + 1 == len(test):
+                progress(i + 1)
+        rows += _curve_rows(name, family, milestones, per_group, lr)
+        curves[name] = {'epochs': list(milestones), 'lr': lr, 'lr_tuning': scores,
+                        'accuracy': [r['accuracy'] for r in rows[-len(milestones):]],
+                        'seconds': [r['seconds'] for r in rows[-len(milestones):]]}
+
+    speedup = _speedup(curves, pudnet_acc, pudnet_seconds, chance)
+    summary = {'preset': config.data.name, 'target': spec.name, 'ways': ways,
+               'shots': config.eval.shots, 'test_shots': config.eval.test_shots,
+               'groups': len(test), 'backend': jax.default_backend(), 'rows': rows,
+               'curves': curves, 'speedup': speedup,
+               'compare_seconds': round(time.time() - t_start, 1)}
+    write_outputs(summary, workdir)
+    return summary
+
+
+def _speedup(curves, pudnet_acc, pudnet_seconds, chance) -> dict:
+    best = None
+    for name, cv in curves.items():
+        if not name.endswith('scratch'):
+            continue
+        t = time_to_reach(cv['seconds'], cv['accuracy'], pudnet_acc, chance)
+        if t is not None and (best is None or t < best[1]):
+            best = (name, t)
+    if best is None:
+        slowest = max(max(cv['seconds']) for n, cv in curves.items() if n.endswith('scratch'))
+        return {'reached': False, 'pudnet_accuracy': pudnet_acc,
+                'pudnet_seconds': pudnet_seconds, 'longest_scratch_seconds': slowest,
+                'lower_bound': slowest / pudnet_seconds,
+                'text': f'no scratch baseline reached PudNet\'s accuracy '
+                        f'({100 * pudnet_acc:.2f} %) within {slowest:.2f} s; speedup '
+                        f'> {slowest / pudnet_seconds:.0f}x'}
+    return {'reached': True, 'baseline': best[0], 'baseline_seconds': best[1],
+            'pudnet_accuracy': pudnet_acc, 'pudnet_seconds': pudnet_seconds,
+            'speedup': best[1] / pudnet_seconds,
+            'text': f'{best[0]} needs {best[1]:.2f} s to reach PudNet\'s accuracy '
+                    f'({100 * pudnet_acc:.2f} %); PudNet predicts in '
+                    f'{1000 * pudnet_seconds:.1f} ms: {best[1] / pudnet_seconds:.0f}x faster'}
+
+
+def _fmt_seconds(s):
+    return '-' if s is None else (f'{1000 * s:.1f} ms' if s < 1 else f'{s:.2f} s')
+
+
+def write_outputs(summary: dict, workdir: str) -> None:
+    rows = summary['rows']
+    with open(os.path.join(workdir, 'compare.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(workdir, 'compare.csv'), 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = [f"# PudNet vs baselines: {summary['preset']}, {summary['target']}, "
+             f"{summary['ways']}-way, {summary['shots']} prediction + {summary['test_shots']} "
+             f"test images per class, {summary['groups']} groups ({summary['backend']})", '',
+             f"**Speedup at equal accuracy:** {summary['speedup']['text']}.", '',
+             '| method | ACC (%) ± 95% CI | seconds to produce the network | one-off training | note |',
+             '|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| {r['method']} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
+                     f"{_fmt_seconds(r['seconds'])} | {_fmt_seconds(r['one_off_seconds'])} | "
+                     f"{r['note']} |")
+    with open(os.path.join(workdir, 'compare.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    _plot(summary, os.path.join(workdir, 'compare.png'))
+    print('\n'.join(lines))
+
+
+def _plot(summary: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    styles = {'Adam scratch': 'C0', 'GC scratch': 'C1', 'Fine-tune PudNet': 'C3',
+              'Fine-tune Pretrained': 'C4'}
+    for name, cv in summary['curves'].items():
+        ax.plot(cv['seconds'], 100 * np.array(cv['accuracy']), 'o-', color=styles.get(name),
+                label=f"{name} (epochs {cv['epochs'][0]}-{cv['epochs'][-1]})", ms=4)
+        ax.annotate(str(cv['epochs'][-1]), (cv['seconds'][-1], 100 * cv['accuracy'][-1]),
+                    textcoords='offset points', xytext=(4, -3), fontsize=7)
+    for r in summary['rows']:
+        if r['family'] == 'pudnet':
+            ax.errorbar([r['seconds']], [100 * r['accuracy']], yerr=[100 * r['ci95']], fmt='*',
+                        color='C2', ms=14, label=f"PudNet ({_fmt_seconds(r['seconds'])})")
+        elif r['family'] in ('pretrained', 'pretrained_bn', 'protonet', 'control'):
+            ax.axhline(100 * r['accuracy'], ls=':' if r['family'] == 'pretrained_bn' else '--',
+                       lw=1, color={'pretrained': 'C5', 'pretrained_bn': 'C5', 'protonet': 'C6',
+                                    'control': 'C7'}[r['family']],
+                       label=f"{r['method']} (prototypes)")
+    ax.set_xscale('log')
+    ax.set_xlabel('seconds to produce the network for one group (log scale)')
+    ax.set_ylabel('held-out accuracy (%)')
+    ax.set_title(f"{summary['preset']} / {summary['target']}: {summary['ways']}-way, "
+                 f"{summary['groups']} groups")
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,98 @@
+"""Baselines, ablation configs and --mode=compare."""
+
+import csv
+import importlib
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import test as test_config
+from pudnet_jax import baselines, compare
+from pudnet_jax import data as data_lib
+from pudnet_jax import train as train_lib
+
+
+def test_gradient_centralization_flax_layout():
+    g = {'conv': jax.random.normal(jax.random.PRNGKey(0), (3, 3, 4, 5)),
+         'dense': jax.random.normal(jax.random.PRNGKey(1), (6, 2)),
+         'bias': jnp.arange(5.0)}
+    out, _ = baselines.gradient_centralization().update(g, optax.EmptyState())
+    conv = np.asarray(g['conv'])
+    for o in range(5):          # per output channel: mean over (kh, kw, C_in) removed
+        np.testing.assert_allclose(out['conv'][..., o], conv[..., o] - conv[..., o].mean(),
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out['conv']).mean(axis=(0, 1, 2)), 0, atol=1e-6)
+    np.testing.assert_allclose(out['dense'], g['dense'] - g['dense'].mean(0), rtol=1e-6)
+    np.testing.assert_array_equal(out['bias'], g['bias'])      # vectors untouched
+    # optax.centralize averages over all axes but the first (PyTorch's output axis).
+    wrong, _ = optax.centralize().update(g, optax.EmptyState())
+    assert not np.allclose(wrong['conv'], out['conv'])
+
+
+def test_time_to_reach_interpolates_along_the_curve():
+    secs, accs = [1.0, 2.0, 4.0], [0.5, 0.7, 0.9]
+    assert compare.time_to_reach(secs, accs, 0.8, chance=0.25) == pytest.approx(3.0)
+    assert compare.time_to_reach(secs, accs, 0.5, chance=0.25) == pytest.approx(1.0)
+    assert compare.time_to_reach(secs, accs, 0.3, chance=0.25) == pytest.approx(0.2)
+    assert compare.time_to_reach(secs, accs, 0.95, chance=0.25) is None
+
+
+def test_group_trainer_learns_and_fine_tuning_starts_from_given_weights():
+    config = test_config.get_config()
+    _, spec = train_lib.build_model(config)
+    pool = data_lib.load_pool('mnist5k', 28, 1)
+    group = data_lib.EpisodeSampler(pool, [6, 7], 2, 8, 10, seed=0).sample(0, 1)[0]
+    trainer = baselines.GroupTrainer(spec, 2, 4, 'gc')
+    accs, secs = trainer.curve(group, 3e-3, [1, 15], seed=0)
+    assert secs[0] < secs[1] and accs[1] >= 0.8
+    given = {'params': baselines.random_init_params(spec, 3),
+             'batch_stats': spec.zero_batch_stats()}
+    variables = trainer.init(jax.random.PRNGKey(0), given)
+    jax.tree.map(np.testing.assert_array_equal, variables['params']['target'], given['params'])
+
+
+@pytest.mark.parametrize('name,zero_parts', [('ablation_metric_only', ('l2_full_head', 'l3_consistency')),
+                                             ('ablation_no_kl', ('l3_consistency',)),
+                                             ('ablation_no_ahru', ())])
+def test_ablation_configs(name, zero_parts):
+    config = test_config.shrink(importlib.import_module(f'configs.{name}').get_config())
+    model, spec = train_lib.build_model(config)
+    assert model.use_ahru == (name != 'ablation_no_ahru')
+    state = train_lib.create_train_state(config, model, spec)
+    pool = data_lib.load_pool('mnist5k', 28, 1)
+    t = config.train
+    batch = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots, t.queries,
+                                    seed=0).sample(0, 1)
+    _, metrics = train_lib.make_train_step(config, model, spec)(state, batch)
+    parts = metrics.compute()
+    for key in ('l2_full_head', 'l3_consistency'):
+        assert (parts[key] == 0) == (key in zero_parts), (key, parts[key])
+    if name == 'ablation_no_ahru':
+        assert 'ahru' not in state.params
+
+
+def test_compare_mode_writes_tables_plot_and_json(trained_workdir):
+    summary = compare.run_compare(trained_workdir, test_config.get_config())
+    methods = [r['method'] for r in summary['rows']]
+    for expected in ('PudNet', 'Random init + prototypes', 'Pretrained', 'ProtoNet',
+                     'Adam scratch 1 epoch', 'GC scratch 2 epochs', 'Fine-tune PudNet 1 epoch',
+                     'Fine-tune Pretrained 1 epoch'):
+        assert expected in methods
+    for name in ('compare.md', 'compare.csv', 'compare.png', 'compare.json'):
+        assert os.path.getsize(os.path.join(trained_workdir, name)) > 0
+    with open(os.path.join(trained_workdir, 'compare.csv')) as f:
+        assert len(list(csv.DictReader(f))) == len(summary['rows'])
+    with open(os.path.join(trained_workdir, 'compare.json')) as f:
+        on_disk = json.load(f)
+    assert on_disk['speedup']['pudnet_seconds'] > 0 and 'text' in on_disk['speedup']
+    with open(os.path.join(trained_workdir, 'compare.md')) as f:
+        md = f.read()
+    assert 'Speedup at equal accuracy' in md and '| PudNet |' in md
+    with open(os.path.join(trained_workdir, 'compare.png'), 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert all(0 <= r['accuracy'] <= 1 for r in summary['rows'])
