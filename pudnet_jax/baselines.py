@@ -51,8 +51,11 @@ def make_optimizer(kind: str):
 
 
 def init_opt_state(tx, params, lr: float):
-    """`tx.init` with the learning rate stored in the state set to `lr`."""
-    is_hyper = lambda s: isinstance(s, optax.InjectHyperparamsState)
+    """`tx.init` with the learning rate stored in the state set to `lr`.
+
+    (Matched by its `hyperparams` dict: the state's class differs across Optax versions.)
+    """
+    is_hyper = lambda s: isinstance(getattr(s, 'hyperparams', None), dict)
     with_lr = lambda s: (s._replace(hyperparams={**s.hyperparams,
                                                  'learning_rate': jnp.asarray(lr, jnp.float32)})
                          if is_hyper(s) else s)

@@ -97,8 +97,10 @@ class WeightGenerator(nn.Module):
     1×1 conv hidden → C_in·C_out, reshape to the Flax kernel (kh, kw, C_in, C_out).
 
     A 1×1 convolution over the k² kernel positions is a Dense on the channel axis. The
-    output is scaled by √(2 / fan_in) (He) so a freshly initialised hypernetwork produces
-    kernels of the usual scale.
+    last layer is initialised so fresh kernels have He scale (std ≈ √(2 / fan_in)); its
+    outputs *are* the kernel, unscaled, so an Adam step moves a generated kernel by as
+    much, relative to its size, as it would move a directly trained one. (A fixed √(2 /
+    fan_in) multiplier on O(1) outputs made kernels learn ~17x slower in relative terms.)
     """
     kernel_shape: tuple[int, ...]
     p: int = 8
@@ -110,8 +112,9 @@ class WeightGenerator(nn.Module):
         k2 = math.prod(spatial)
         w = nn.Dense(self.p * k2, name='embed')(embedding).reshape(k2, self.p)
         w = nn.gelu(nn.Dense(self.hidden, name='conv1x1_a')(w))
-        w = nn.Dense(c_in * c_out, name='conv1x1_b')(w)
-        return w.reshape(self.kernel_shape) * math.sqrt(2.0 / (k2 * c_in))
+        he = nn.initializers.variance_scaling(2.0 / (k2 * c_in), 'fan_in', 'normal')
+        w = nn.Dense(c_in * c_out, kernel_init=he, name='conv1x1_b')(w)
+        return w.reshape(self.kernel_shape)
 
 
 def _shape_key(shape: Sequence[int]) -> str:

@@ -50,6 +50,18 @@ def test_group_trainer_learns_and_fine_tuning_starts_from_given_weights():
     trainer = baselines.GroupTrainer(spec, 2, 4, 'gc')
     accs, secs = trainer.curve(group, 3e-3, [1, 15], seed=0)
     assert secs[0] < secs[1] and accs[1] >= 0.8
+    # The learning rate really is applied: the same run at another rate ends elsewhere.
+    params = lambda lr: trainer.init(jax.random.PRNGKey(0))['params']
+    opt_state = lambda lr: baselines.init_opt_state(trainer.tx, params(lr), lr)
+    lr_of = lambda st: [float(s.hyperparams['learning_rate']) for s in jax.tree.leaves(
+        st, is_leaf=lambda s: hasattr(s, 'hyperparams')) if hasattr(s, 'hyperparams')]
+    assert lr_of(opt_state(1e-4)) == [pytest.approx(1e-4)]
+    epoch = lambda lr: trainer.epoch(params(lr), trainer.init(jax.random.PRNGKey(0))['batch_stats'],
+                                     opt_state(lr), group.support, group.support_labels, 0)[0]
+    slow, fast = epoch(1e-5), epoch(1e-2)
+    moved = lambda p: float(sum(jnp.abs(a - b).sum() for a, b in zip(
+        jax.tree.leaves(p), jax.tree.leaves(params(0)))))
+    assert moved(fast) > 10 * moved(slow)
     given = {'params': baselines.random_init_params(spec, 3),
              'batch_stats': spec.zero_batch_stats()}
     variables = trainer.init(jax.random.PRNGKey(0), given)

@@ -142,3 +142,13 @@ def test_gradients_reach_every_hypernetwork_parameter():
     unchanged = [k for k, v in flat.items() if not v]
     assert not unchanged, f'parameters with no gradient: {unchanged}'
     assert np.isfinite(metrics.compute()['loss'])
+
+
+def test_max_pool_2x2_matches_flax_max_pool():
+    from pudnet_jax.targets import max_pool_2x2
+    for shape in ((2, 28, 28, 3), (2, 7, 7, 4)):
+        x = jax.random.normal(jax.random.PRNGKey(0), shape)
+        reference = lambda a: nn.max_pool(a, (2, 2), strides=(2, 2))
+        np.testing.assert_allclose(max_pool_2x2(x), reference(x))
+        g = lambda f: jax.grad(lambda a: jnp.sum(f(a) ** 2))(x)
+        np.testing.assert_allclose(g(max_pool_2x2), g(reference), rtol=1e-6)
