@@ -267,7 +267,7 @@ def _plot(summary: dict, path: str) -> None:
             ax.axhline(100 * r['accuracy'], ls=':' if r['family'] == 'pretrained_bn' else '--',
                        lw=1, color={'pretrained': 'C5', 'pretrained_bn': 'C5', 'protonet': 'C6',
                                     'control': 'C7'}[r['family']],
-                       label=f"{r['method']} (prototypes)")
+                       label=r['method'] + ('' if 'prototypes' in r['method'] else ' (prototypes)'))
     ax.set_xscale('log')
     ax.set_xlabel('seconds to produce the network for one group (log scale)')
     ax.set_ylabel('held-out accuracy (%)')
