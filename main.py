@@ -3,6 +3,7 @@
   python main.py --config configs/default.py --workdir runs/default            # train + evaluate
   python main.py --config configs/default.py --workdir runs/default --mode=evaluate
   python main.py --workdir runs/default --mode=predict                           # save a ConvNet
+  python main.py --workdir runs/default --mode=predict --data=my_images/         # for a folder
 """
 
 import logging as std_logging
@@ -19,6 +20,8 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and r
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
                   'train: train (resuming) then evaluate; evaluate: evaluate the latest '
                   'checkpoint; predict: save predicted networks for held-out data.')
+flags.DEFINE_string('data', None, '--mode=predict: a folder of images, one subfolder per '
+                    'class, to predict a network for (instead of held-out groups).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -33,6 +36,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     from pudnet_jax import evaluate, predict, train
+    if FLAGS.data and FLAGS.mode != 'predict':
+        raise app.UsageError('--data=<folder> goes with --mode=predict.')
     if FLAGS.mode == 'train':
         if FLAGS.config is None:
             raise app.UsageError('--mode=train needs --config (e.g. configs/default.py).')
@@ -41,9 +46,11 @@ def main(argv):
         config, model, spec, hyper_vars = train.restore_hypernet(FLAGS.workdir, FLAGS.config)
         from pudnet_jax import data
         pool = data.load_pool(config.data.name, config.data.image_size, config.data.channels,
-                              config.data.data_dir)
-        results = evaluate.evaluate(config, model, spec, hyper_vars, pool)
+                              config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+        results = train.evaluate_any(config, model, spec, hyper_vars, pool, FLAGS.workdir)
         evaluate.write_results(results, FLAGS.workdir)
+    elif FLAGS.data:
+        predict.predict_folder(FLAGS.workdir, FLAGS.data, FLAGS.config)
     else:
         predict.predict_and_save(FLAGS.workdir)
 

@@ -118,19 +118,28 @@ def flatten(pool) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return images, labels, classes
 
 
-def predict_and_score(e, model, spec, hyper_vars, predict_pool, test_pool) -> tuple[dict, dict]:
-    """(predicted variables, results) for one prediction / test pool pair."""
-    chunk = e.chunk_size
-    images, _, classes = flatten(predict_pool)
-    predict = make_predictor(model, spec, chunk, e.bn_images, e.seed)
+def predict_variables(e, model, spec, hyper_vars, predict_pool) -> tuple[dict, dict]:
+    """The target's variables for the whole prediction pool, and the time it took (after
+    a first run that compiles)."""
+    images, _, _ = flatten(predict_pool)
+    predict = make_predictor(model, spec, e.chunk_size, e.bn_images, e.seed)
     t0 = time.perf_counter()
     predict(hyper_vars, images)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     variables = predict(hyper_vars, images)
     seconds = time.perf_counter() - t0
+    return variables, {'predict_seconds': seconds, 'compile_seconds': max(first - seconds, 0.0),
+                       'first_predict_seconds': first, 'prediction_images': int(len(images)),
+                       'bn_images': int(min(e.bn_images, len(images))),
+                       'chunk_size': e.chunk_size, 'backend': jax.default_backend()}
 
-    features = features_in_chunks(spec, chunk)
+
+def score(e, spec, variables, predict_pool, test_pool) -> dict:
+    """N-way accuracy (all classes) on the test pool, centroids from `e.shots` labelled
+    prediction images per class, mean ± 95% CI over `e.draws` draws of them."""
+    features = features_in_chunks(spec, e.chunk_size)
+    classes = sorted(predict_pool)
     test_images, _, _ = flatten({c: test_pool[c] for c in classes})
     test_labels = np.concatenate([np.full(len(test_pool[c]), i) for i, c in enumerate(classes)])
     f_test = jnp.asarray(features(variables, test_images))
@@ -148,25 +157,21 @@ def predict_and_score(e, model, spec, hyper_vars, predict_pool, test_pool) -> tu
             best = np.asarray(jax.lax.top_k(logits, top_k)[1])
             top_ks.append(float(np.mean(np.any(best == test_labels[:, None], axis=1))))
     acc, ci = evaluate_lib.mean_ci95(accuracies)
-    results = {
-        'accuracy': acc, 'ci95': ci, 'groups': e.draws, 'ways': ways, 'shots': e.shots,
-        'test_shots': None, 'target': spec.name, 'predict_seconds': seconds,
-        'compile_seconds': max(first - seconds, 0.0), 'first_predict_seconds': first,
-        'backend': jax.default_backend(), 'protocol': 'inter', 'draws': e.draws,
-        'prediction_images': int(len(images)), 'test_images': int(len(test_images)),
-        'bn_images': int(min(e.bn_images, len(images))), 'chunk_size': chunk,
-    }
+    results = {'accuracy': acc, 'ci95': ci, 'groups': e.draws, 'ways': ways, 'shots': e.shots,
+               'test_shots': None, 'target': spec.name, 'protocol': 'inter', 'draws': e.draws,
+               'test_images': int(len(test_images))}
     if top_ks:
         results[f'top{top_k}_accuracy'], results[f'top{top_k}_ci95'] = evaluate_lib.mean_ci95(top_ks)
-    return variables, results
+    return results
 
 
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None) -> dict:
     e = config.eval
     h, w, c = spec.image_shape
     names, predict_pool, test_pool, record = load_parts(e, h, c, config.data.get('cache_dir'))
-    _, results = predict_and_score(e, model, spec, hyper_vars, predict_pool, test_pool)
-    results.update(dataset=e.dataset, train_dataset=config.data.name,
+    variables, timing = predict_variables(e, model, spec, hyper_vars, predict_pool)
+    results = score(e, spec, variables, predict_pool, test_pool)
+    results.update(timing, dataset=e.dataset, train_dataset=config.data.name,
                    test_classes=list(names), split=record)
     if workdir:
         path = os.path.join(workdir, SPLIT_FILE)

@@ -184,9 +184,10 @@ def _tfds(name: str, source: Source, image_size, channels, data_dir, split):
         for s in splits:
             # Fixed-size batches (batch_size=-1 aborts TF on datasets of unknown size);
             # one image at a time when images differ in size.
-            ds = builder.as_dataset(split=s, batch_size=1024 if fixed else None,
-                                    as_supervised=True)
-            for x, y in tfds.as_numpy(ds):
+            # Examples as dicts: some datasets (DTD) declare no supervised keys.
+            ds = builder.as_dataset(split=s, batch_size=1024 if fixed else None)
+            for example in tfds.as_numpy(ds):
+                x, y = example['image'], example['label']
                 if not fixed:
                     x, y = x[None], np.asarray(y)[None]
                 yield preprocess(x, image_size, channels, f'{name}/{s}'), np.asarray(y)
@@ -240,10 +241,6 @@ def _folder(name: str, source: Source, image_size, channels, data_dir, split, re
     if split != 'all':
         raise ValueError(f'Dataset {name!r} is a folder of images and has no split {split!r}; '
                          f"use split='all' and a fraction (config.eval.predict_fraction).")
-    if not data_dir:
-        raise FileNotFoundError(f'Dataset {name!r} is read from a folder: set '
-                                f'config.data.data_dir (or the eval dataset\'s data_dir) to '
-                                f'it. {source.hint}')
     names = folder_classes(data_dir, f'Dataset {name!r}')
     files, ignored = _folder_files(data_dir, names)
     report = report if report is not None else {}
@@ -382,6 +379,10 @@ def load(name: str, image_size: int, channels: int, data_dir: Optional[str] = No
     it holds them (no decoding, no TensorFlow), else decoded and then cached."""
     if name not in SOURCES:
         raise ValueError(f'Unknown dataset {name!r}; known datasets: {sorted(SOURCES)}.')
+    if SOURCES[name].kind == 'folder' and not data_dir:
+        raise FileNotFoundError(f'Dataset {name!r} is read from a folder: set '
+                                f'config.data.data_dir (config.eval.data_dir for an '
+                                f'inter-dataset target) to it. {SOURCES[name].hint}')
     expected = _expected_meta(name, image_size, channels, data_dir, split)
     path = cache_path(name, image_size, channels, data_dir, split, cache_dir)
     if cache:
