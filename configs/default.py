@@ -66,4 +66,5 @@ def get_config():
     config.predict.groups = 1
     config.predict.first_group = 0
     config.predict.output = 'predictions'
+    config.predict.holdout_fraction = 0.2   # --data=<folder>: held-out part of each class
     return config
