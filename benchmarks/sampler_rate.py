@@ -7,9 +7,13 @@ normalisation. Prints episodes/s and batches/s (median of repeated timings); com
 with the train step's rate from benchmarks/step_rate.py.
 """
 
+import os
+import sys
 import time
 
-import pudnet_jax  # noqa: F401
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pudnet_jax  # noqa: F401,E402
 
 import numpy as np
 from absl import app, flags

@@ -5,9 +5,13 @@
 Prints compile seconds and steps/s (median of timed steps after one warm-up step).
 """
 
+import os
+import sys
 import time
 
-import pudnet_jax  # noqa: F401
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pudnet_jax  # noqa: F401,E402
 
 import jax
 import numpy as np

@@ -51,11 +51,13 @@ def load_variables(path: str):
 
 def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
     config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir)
+    output_dir = output_dir or os.path.join(workdir, config.predict.output)
+    if train_lib.is_inter_dataset(config):
+        return predict_inter_target(workdir, config, model, spec, hyper_vars, output_dir)
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     sampler = evaluate_lib.group_sampler(config, pool)
     predict = evaluate_lib.make_predict_fn(model, spec)
-    output_dir = output_dir or os.path.join(workdir, config.predict.output)
 
     reports = []
     for g in range(config.predict.groups):
@@ -104,6 +106,40 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
     return summary
 
 
+def _metadata(spec, dataset: str, classes, prediction_images: int) -> dict:
+    return {
+        'target': spec.name, 'width': spec.width, 'image_shape': list(spec.image_shape),
+        'dataset': dataset, 'classes': list(classes), 'prediction_images': prediction_images,
+        'normalization': {'scale': 1 / 255, 'mean': data_lib.NORMALIZE_MEAN,
+                          'std': data_lib.NORMALIZE_STD},
+        'usage': "make_target(target, width).apply(variables, images, train=False) "
+                 "-> features; classify by cosine to class centroids",
+    }
+
+
+def predict_inter_target(workdir: str, config, model, spec, hyper_vars,
+                         output_dir: str) -> dict:
+    """An inter-dataset workdir's `--mode=predict`: the network for the whole target
+    dataset's prediction part, saved, reloaded and scored on its test part."""
+    from pudnet_jax import inter_dataset
+    e = config.eval
+    h, _, c = spec.image_shape
+    names, predict_pool, test_pool, _ = inter_dataset.load_parts(
+        e, h, c, config.data.get('cache_dir'))
+    variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
+    path = os.path.join(output_dir, f'inter_{e.dataset}')
+    metadata = _metadata(spec, e.dataset, names, timing['prediction_images'])
+    save_variables(path, variables, metadata)
+    _, loaded, _ = load_variables(path)
+    report = dict(inter_dataset.score(e, spec, loaded, predict_pool, test_pool), **timing,
+                  path=path, dataset=e.dataset, train_dataset=config.data.name)
+    metadata['report'] = report
+    with open(os.path.join(path, METADATA_FILE), 'w') as f:
+        json.dump(metadata, f, indent=2)
+    print(inter_dataset.format_results(report) + f'\nsaved -> {path}')
+    return report
+
+
 def folder_settings(config) -> 'ml_collections.ConfigDict':
     """Protocol settings for a user's folder: the config's inter-dataset settings where it
     has them, else the paper's (10 labelled images per class, 20 draws)."""
@@ -138,15 +174,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
 
     name = os.path.basename(os.path.abspath(folder).rstrip('/')) or 'folder'
     path = output_dir or os.path.join(workdir, config.predict.output, f'folder_{name}')
-    metadata = {
-        'target': spec.name, 'width': spec.width, 'image_shape': list(spec.image_shape),
-        'dataset': os.path.abspath(folder), 'classes': names,
-        'prediction_images': timing['prediction_images'],
-        'normalization': {'scale': 1 / 255, 'mean': data_lib.NORMALIZE_MEAN,
-                          'std': data_lib.NORMALIZE_STD},
-        'usage': "make_target(target, width).apply(variables, images, train=False) "
-                 "-> features; classify by cosine to class centroids",
-    }
+    metadata = _metadata(spec, os.path.abspath(folder), names, timing['prediction_images'])
     save_variables(path, variables, metadata)
     _, loaded_vars, _ = load_variables(path)
     result = inter_dataset.score(e, spec, loaded_vars, predict_pool, test_pool)

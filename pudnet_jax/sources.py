@@ -367,7 +367,12 @@ def _write_cache(path: str, loaded: Loaded) -> None:
             json.dump(loaded.meta, f, indent=1)
         if os.path.exists(path):          # a stale cache of a changed folder
             shutil.rmtree(path)
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not os.path.exists(os.path.join(path, 'meta.json')):
+                raise
+            shutil.rmtree(tmp)            # another process wrote the same cache first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

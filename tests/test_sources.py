@@ -218,6 +218,15 @@ def test_inter_dataset_protocol_on_the_offline_pair(inter_run):
         assert json.load(f)['train_classes'] == {str(c): str(c) for c in range(6)}
 
 
+def test_predict_mode_of_an_inter_dataset_workdir_saves_the_target_network(inter_run, tmp_path):
+    _, workdir, results = inter_run
+    report = predict_lib.predict_and_save(workdir, str(tmp_path / 'out'))
+    target, variables, meta = predict_lib.load_variables(report['path'])
+    assert meta['dataset'] == 'animal_mnist' and meta['classes'][0] == 'bear'
+    assert report['ways'] == 10 and report['prediction_images'] == 8000
+    assert report['accuracy'] == pytest.approx(results['accuracy'])   # the same network
+
+
 def test_streaming_sketch_does_not_depend_on_the_chunk_size(inter_run):
     config, workdir, _ = inter_run
     _, model, spec, hyper = train_lib.restore_hypernet(workdir)
