@@ -56,8 +56,9 @@ def load_parts(e, image_size: int, channels: int, cache_dir=None):
         names = whole.class_names
         predict, test = data_lib.split_pool(whole.pool, e.predict_fraction, e.seed)
         record = {'method': 'fraction', 'predict_fraction': e.predict_fraction, 'seed': e.seed,
-                  'note': 'per class, a permutation seeded by (seed, class); the first '
-                          'round(fraction * n) images (cache order) predict, the rest test'}
+                  'note': 'per class, the images (in cache order) permuted by a generator '
+                          'seeded with (seed, class): the first round(fraction * n) of the '
+                          'permutation predict, the rest test'}
     record.update(dataset=e.dataset, class_names=list(names),
                   predict_counts={names[c]: int(len(v)) for c, v in predict.items()},
                   test_counts={names[c]: int(len(v)) for c, v in test.items()})

@@ -35,7 +35,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 from absl import logging
@@ -48,8 +48,6 @@ CACHE_ENV = 'PUDNET_CACHE_DIR'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm',
                     '.pgm')
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601 luma
-
-Batches = Iterator[tuple[np.ndarray, np.ndarray]]   # (uint8 (n,S,S,C), int labels (n,))
 
 
 @dataclasses.dataclass(frozen=True)
