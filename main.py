@@ -3,6 +3,7 @@
   python main.py --config configs/default.py --workdir runs/default            # train + evaluate
   python main.py --config configs/default.py --workdir runs/default --mode=evaluate
   python main.py --workdir runs/default --mode=predict                           # save a ConvNet
+  python main.py --workdir runs/default --mode=predict --data=my_images/         # for a folder
 """
 
 import logging as std_logging
@@ -21,6 +22,8 @@ flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'compare'],
                   'checkpoint; predict: save predicted networks for held-out data; compare: '
                   'PudNet against baselines on the same groups (trains PudNet first if the '
                   'workdir has no checkpoint).')
+flags.DEFINE_string('data', None, '--mode=predict: a folder of images, one subfolder per '
+                    'class, to predict a network for (instead of held-out groups).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -35,6 +38,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     from pudnet_jax import compare, evaluate, predict, train
+    if FLAGS.data and FLAGS.mode != 'predict':
+        raise app.UsageError('--data=<folder> goes with --mode=predict.')
     if FLAGS.mode == 'train':
         if FLAGS.config is None:
             raise app.UsageError('--mode=train needs --config (e.g. configs/default.py).')
@@ -43,11 +48,13 @@ def main(argv):
         config, model, spec, hyper_vars = train.restore_hypernet(FLAGS.workdir, FLAGS.config)
         from pudnet_jax import data
         pool = data.load_pool(config.data.name, config.data.image_size, config.data.channels,
-                              config.data.data_dir)
-        results = evaluate.evaluate(config, model, spec, hyper_vars, pool)
+                              config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+        results = train.evaluate_any(config, model, spec, hyper_vars, pool, FLAGS.workdir)
         evaluate.write_results(results, FLAGS.workdir)
     elif FLAGS.mode == 'compare':
         compare.run_compare(FLAGS.workdir, FLAGS.config)
+    elif FLAGS.data:
+        predict.predict_folder(FLAGS.workdir, FLAGS.data, FLAGS.config)
     else:
         predict.predict_and_save(FLAGS.workdir)
 

@@ -15,6 +15,7 @@ def get_config():
     config.data = ml_collections.ConfigDict()
     config.data.name = 'mnist5k'
     config.data.data_dir = None
+    config.data.cache_dir = None      # decoded images; None: $PUDNET_CACHE_DIR or ~/.cache/pudnet_jax
     config.data.image_size = 28
     config.data.channels = 1
     config.data.train_classes = list(range(6))
@@ -81,4 +82,5 @@ def get_config():
     config.predict.groups = 1
     config.predict.first_group = 0
     config.predict.output = 'predictions'
+    config.predict.holdout_fraction = 0.2   # --data=<folder>: held-out part of each class
     return config

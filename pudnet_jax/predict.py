@@ -51,11 +51,13 @@ def load_variables(path: str):
 
 def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
     config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir)
+    output_dir = output_dir or os.path.join(workdir, config.predict.output)
+    if train_lib.is_inter_dataset(config):
+        return predict_inter_target(workdir, config, model, spec, hyper_vars, output_dir)
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
-                              config.data.data_dir)
+                              config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     sampler = evaluate_lib.group_sampler(config, pool)
     predict = evaluate_lib.make_predict_fn(model, spec)
-    output_dir = output_dir or os.path.join(workdir, config.predict.output)
 
     reports = []
     for g in range(config.predict.groups):
@@ -102,3 +104,109 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
     with open(os.path.join(output_dir, 'predict_report.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def _metadata(spec, dataset: str, classes, prediction_images: int) -> dict:
+    return {
+        'target': spec.name, 'width': spec.width, 'image_shape': list(spec.image_shape),
+        'dataset': dataset, 'classes': list(classes), 'prediction_images': prediction_images,
+        'normalization': {'scale': 1 / 255, 'mean': data_lib.NORMALIZE_MEAN,
+                          'std': data_lib.NORMALIZE_STD},
+        'usage': "make_target(target, width).apply(variables, images, train=False) "
+                 "-> features; classify by cosine to class centroids",
+    }
+
+
+def predict_inter_target(workdir: str, config, model, spec, hyper_vars,
+                         output_dir: str) -> dict:
+    """An inter-dataset workdir's `--mode=predict`: the network for the whole target
+    dataset's prediction part, saved, reloaded and scored on its test part."""
+    from pudnet_jax import inter_dataset
+    e = config.eval
+    h, _, c = spec.image_shape
+    names, predict_pool, test_pool, _ = inter_dataset.load_parts(
+        e, h, c, config.data.get('cache_dir'))
+    variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
+    path = os.path.join(output_dir, f'inter_{e.dataset}')
+    metadata = _metadata(spec, e.dataset, names, timing['prediction_images'])
+    save_variables(path, variables, metadata)
+    _, loaded, _ = load_variables(path)
+    report = dict(inter_dataset.score(e, spec, loaded, predict_pool, test_pool), **timing,
+                  path=path, dataset=e.dataset, train_dataset=config.data.name)
+    metadata['report'] = report
+    with open(os.path.join(path, METADATA_FILE), 'w') as f:
+        json.dump(metadata, f, indent=2)
+    print(inter_dataset.format_results(report) + f'\nsaved -> {path}')
+    return report
+
+
+def folder_settings(config) -> 'ml_collections.ConfigDict':
+    """Protocol settings for a user's folder: the config's inter-dataset settings where it
+    has them, else the paper's (10 labelled images per class, 20 draws)."""
+    import ml_collections
+    e, p = config.eval, config.predict
+    return ml_collections.ConfigDict({
+        'shots': e.shots, 'draws': e.get('draws', 20), 'chunk_size': e.get('chunk_size', 500),
+        'bn_images': e.get('bn_images', 1000), 'seed': e.seed, 'top_k': e.get('top_k'),
+        'predict_fraction': 1.0 - p.get('holdout_fraction', 0.2)})
+
+
+def predict_folder(workdir: str, folder: str, config=None, output_dir: str | None = None) -> dict:
+    """`--mode=predict --data=<folder>`: one subfolder of images per class.
+
+    Each class is split (seeded, deterministic) into a prediction part (80%: sketch,
+    BatchNorm statistics, labelled images for the centroids) and a held-out part (20%:
+    the reported accuracy). Images are converted to the hypernetwork's image size and
+    channels. The predicted variables are saved, reloaded, and the reloaded network is
+    what the accuracy is measured on.
+    """
+    from pudnet_jax import inter_dataset, sources
+    config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir, config)
+    e = folder_settings(config)
+    h, _, c = spec.image_shape
+    t0 = time.perf_counter()
+    loaded = sources.load('folder', h, c, folder, cache_dir=config.data.get('cache_dir'))
+    load_seconds = time.perf_counter() - t0
+    names = loaded.class_names
+    predict_pool, test_pool = data_lib.split_pool(loaded.pool, e.predict_fraction, e.seed)
+    inter_dataset.check_parts(folder, names, predict_pool, test_pool, e.shots)
+    variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
+
+    name = os.path.basename(os.path.abspath(folder).rstrip('/')) or 'folder'
+    path = output_dir or os.path.join(workdir, config.predict.output, f'folder_{name}')
+    metadata = _metadata(spec, os.path.abspath(folder), names, timing['prediction_images'])
+    save_variables(path, variables, metadata)
+    _, loaded_vars, _ = load_variables(path)
+    result = inter_dataset.score(e, spec, loaded_vars, predict_pool, test_pool)
+    corrupt = loaded.meta.get('corrupt_files', [])
+    report = dict(result, **timing, path=path, folder=os.path.abspath(folder), classes=names,
+                  images_per_class={n: int(len(loaded.pool[k])) for k, n in enumerate(names)
+                                    if k in loaded.pool},
+                  skipped_corrupt_files=corrupt, ignored_non_image_files=loaded.meta.get(
+                      'ignored_files', 0), load_seconds=load_seconds,
+                  from_cache=loaded.meta['from_cache'])
+    metadata['report'] = report
+    with open(os.path.join(path, METADATA_FILE), 'w') as f:
+        json.dump(metadata, f, indent=2)
+    print(format_folder_report(report))
+    return report
+
+
+def format_folder_report(r: dict) -> str:
+    rows = [
+        ('folder', r['folder']),
+        ('classes', f"{len(r['classes'])}: " + ', '.join(
+            f"{n} ({r['images_per_class'].get(n, 0)})" for n in r['classes'])),
+        ('images used', f"{r['prediction_images']} to predict, {r['test_images']} held out "
+                        f"to test; skipped {len(r['skipped_corrupt_files'])} unreadable and "
+                        f"ignored {r['ignored_non_image_files']} non-image file(s)"),
+        ('held-out accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % "
+                              f"({r['ways']}-way, centroids from {r['shots']} labelled "
+                              f"images per class, 95% CI over {r['draws']} draws)"),
+        ('time to predict', f"{r['predict_seconds']:.3f} s ({r['backend']}; first call with "
+                            f"compilation {r['first_predict_seconds']:.2f} s; loading "
+                            f"{r['load_seconds']:.2f} s{', from the cache' if r['from_cache'] else ''})"),
+        ('saved', f"{r['path']} (Orbax; predict.load_variables)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)

@@ -30,6 +30,7 @@ from flax.training import train_state
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import inter_dataset, sources
 from pudnet_jax.hypernet import PudNet, make_pudnet
 from pudnet_jax.losses import pudnet_loss
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, target_spec
@@ -40,6 +41,8 @@ CONFIG_FILE = 'config.json'
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
                      'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict', 'compare',
                      'data.data_dir')
+RESUMABLE_CHANGES += ('data.cache_dir',)
+CLASSES_FILE = 'classes.json'
 
 
 class TrainState(train_state.TrainState):
@@ -235,12 +238,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     os.makedirs(workdir, exist_ok=True)
     t = config.train
     model, spec = build_model(config)
-    pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
-                              config.data.data_dir)
+    loaded = sources.load(config.data.name, config.data.image_size, config.data.channels,
+                          config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+    pool = loaded.pool
     sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
                                       t.queries, seed=config.seed, what='training episodes')
-    # Fail on bad evaluation settings now, not after training.
-    evaluate_lib.group_sampler(config, pool)
+    # Fail on bad evaluation settings (and decode the target dataset) now, not after training.
+    if is_inter_dataset(config):
+        inter_dataset.load_parts(config.eval, *spec.image_shape[1:],
+                                 cache_dir=config.data.get('cache_dir'))
+    else:
+        evaluate_lib.group_sampler(config, pool)
+    _write_classes(config, loaded, workdir)
 
     mngr = checkpoint_manager(workdir, config)
     ckpt_dir = str(mngr.directory)
@@ -296,7 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     steps_done = t.num_train_steps - start
 
     hyper_vars = {'params': state.params, 'batch_stats': state.batch_stats}
-    results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool)
+    results = evaluate_any(config, model, spec, hyper_vars, pool, workdir)
     results.update(train_seconds=round(train_seconds, 2), train_steps=t.num_train_steps,
                    steps_this_run=steps_done, resumed_from_step=start,
                    steps_per_second=round(steps_done / train_seconds, 3) if steps_done else None)
@@ -305,6 +314,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
     evaluate_lib.write_results(results, workdir)
     return results
+
+
+def is_inter_dataset(config) -> bool:
+    protocol = config.eval.get('protocol', 'intra')
+    if protocol not in ('intra', 'inter'):
+        raise ValueError(f"config.eval.protocol must be 'intra' or 'inter', got {protocol!r}.")
+    return protocol == 'inter'
+
+
+def evaluate_any(config, model, spec, hyper_vars, pool, workdir) -> dict:
+    """The configured protocol: intra-dataset (held-out classes of the training data,
+    `evaluate`) or inter-dataset (another dataset entirely, `inter_dataset`)."""
+    if is_inter_dataset(config):
+        return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir)
+    return evaluate_lib.evaluate(config, model, spec, hyper_vars, pool)
+
+
+def _write_classes(config, loaded, workdir: str) -> None:
+    """Records which classes (by label and name) train and which are held out."""
+    names = loaded.class_names
+    name = lambda c: names[c] if 0 <= c < len(names) else None
+    record = {'dataset': config.data.name,
+              'train_classes': {int(c): name(c) for c in config.data.train_classes},
+              'test_classes': {int(c): name(c) for c in config.data.test_classes},
+              'images_per_class': {int(c): int(len(v)) for c, v in loaded.pool.items()}}
+    path = os.path.join(workdir, CLASSES_FILE)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(record, f, indent=1)
+    os.replace(path + '.tmp', path)
 
 
 def _format_seconds(s: float) -> str:

@@ -1,8 +1,16 @@
-import pytest
+"""Shared test setup. Tests never read or write the user's image cache (mock data must
+not end up there)."""
 
-import pudnet_jax  # noqa: F401  (CPU backend up front when there is no GPU)
-from configs import test as test_config
-from pudnet_jax import train as train_lib
+import os
+import tempfile
+
+os.environ['PUDNET_CACHE_DIR'] = tempfile.mkdtemp(prefix='pudnet_cache_tests_')
+
+import pytest  # noqa: E402
+
+import pudnet_jax  # noqa: E402,F401  (CPU backend up front when there is no GPU)
+from configs import test as test_config  # noqa: E402
+from pudnet_jax import train as train_lib  # noqa: E402
 
 
 @pytest.fixture(scope='session')

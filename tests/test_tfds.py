@@ -1,31 +1,87 @@
-"""TFDS presets under `tfds.testing.mock_data` (no download)."""
+"""Every preset runs a few steps and an evaluation under `tfds.testing.mock_data` (no
+download) or on folders written by the test: the preset's data, classes, protocol and
+target, with tiny widths and counts for speed. A few minutes on 2 CPU cores."""
+
+import importlib
+import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import pudnet_jax  # noqa: F401
-from configs import cifar100
-from pudnet_jax import data as data_lib
+from configs import inter_dataset as inter_configs
 from pudnet_jax import train as train_lib
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
 
-def test_cifar100_preset_trains_and_evaluates(tmp_path):
-    config = cifar100.get_config()
-    # The preset's data, classes, protocol and target; tiny widths and counts for speed.
+def _shrink(config, ways=None):
     config.target.width = 4
     config.model.sketch_dim = 8
     config.model.sketch_features = (4, 4, 4)
-    config.train.shots, config.train.queries = 2, 1
+    config.train.shots, config.train.queries = 1, 1
     config.train.episodes_per_step = 1
-    config.train.num_train_steps = 2
+    config.train.num_train_steps = 1
     config.train.log_every = config.train.checkpoint_every = 1
-    config.eval.shots, config.eval.test_shots, config.eval.groups = 2, 2, 2
-    with tfds.testing.mock_data(num_examples=1200):
-        pool = data_lib.load_pool('cifar100', 32, 3)
-        results = train_lib.train_and_evaluate(config, str(tmp_path / 'cifar100'))
-    assert sorted(pool) == list(range(100))
-    assert all(v.shape[1:] == (32, 32, 3) and v.dtype == np.uint8 for v in pool.values())
-    assert results['target'] == 'resnet18' and results['ways'] == 5 and results['groups'] == 2
-    assert 0.0 <= results['accuracy'] <= 1.0
+    e = config.eval
+    e.shots, e.groups = 1, 1
+    if e.get('protocol') == 'inter':
+        e.draws, e.chunk_size, e.bn_images = 2, 64, 32
+    else:
+        e.test_shots = 1
+    return config
+
+
+def _folder(root, classes, per_class, size=12):
+    rng = np.random.default_rng(0)
+    for k in range(classes):
+        d = os.path.join(root, f'class_{k:03d}')
+        os.makedirs(d)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size + i, 3), dtype=np.uint8)).save(
+                os.path.join(d, f'{i}.png'))
+    return str(root)
+
+
+@pytest.mark.parametrize('preset,examples', [('fashion', 30), ('cifar100', 1200),
+                                             ('imagenet1k', 8000)])
+def test_intra_tfds_preset(preset, examples, tmp_path):
+    config = _shrink(importlib.import_module(f'configs.{preset}').get_config())
+    with tfds.testing.mock_data(num_examples=examples):
+        results = train_lib.train_and_evaluate(config, str(tmp_path / preset))
+    assert results['target'] == 'resnet18' and results['ways'] == config.eval.ways
+    assert results['dataset'] == config.data.name and 0.0 <= results['accuracy'] <= 1.0
+    if preset == 'imagenet1k':
+        assert results['ways'] == 200 and 0.0 <= results['top5_accuracy'] <= 1.0
+
+
+def test_imagenet100_preset_from_a_folder(tmp_path):
+    config = _shrink(importlib.import_module('configs.imagenet100').get_config())
+    config.data.data_dir = _folder(tmp_path / 'mini_imagenet', 100, 2)
+    results = train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+    assert results['ways'] == 5 and results['dataset'] == 'mini_imagenet'
+
+
+def test_inter_dataset_presets(tmp_path):
+    """Trains the cifar100 pool once, then evaluates it on each inter-dataset target."""
+    workdir = str(tmp_path / 'run')
+    animals = _folder(tmp_path / 'animals10', 10, 5)
+    with tfds.testing.mock_data(num_examples=300):
+        config = _shrink(inter_configs.get_config('cifar100,cifar10'))
+        results = train_lib.train_and_evaluate(config, workdir)
+        assert results['protocol'] == 'inter' and results['ways'] == 10
+        assert results['prediction_images'] == 300 and results['test_images'] == 300
+        _, model, spec, hyper = train_lib.restore_hypernet(workdir)
+        for target in ('dtd', 'animals10'):
+            config = _shrink(inter_configs.get_config(f'cifar100,{target}'))
+            config.eval.data_dir = animals if target == 'animals10' else None
+            results = train_lib.evaluate_any(config, model, spec, hyper, None, workdir)
+            assert results['dataset'] == target and 0.0 <= results['accuracy'] <= 1.0
+    assert results['prediction_images'] == 40 and results['test_images'] == 10   # 80 / 20
+    for pool in inter_configs.POOLS:       # every pair is a valid config
+        for target in inter_configs.TARGETS:
+            config = inter_configs.get_config(f'{pool},{target}')
+            assert config.eval.protocol == 'inter' and config.eval.dataset == target
+    with pytest.raises(ValueError, match='pool in'):
+        inter_configs.get_config('cifar100,mnist')

@@ -1,0 +1,203 @@
+"""The paper's inter-dataset protocol: predict a network for a whole other dataset.
+
+The target dataset (`config.eval.dataset`) is cut into a prediction part and a test part:
+its own TFDS splits (`eval.predict_split` / `eval.test_split`, e.g. CIFAR-10 train / test)
+or, for sources without splits, a deterministic per-class fraction
+(`eval.predict_fraction`, e.g. Animals-10 80 / 20; seed `eval.seed`). Then:
+1. sketch: the streaming mean of T_φ over the WHOLE prediction part, in fixed-size
+   chunks of `eval.chunk_size` images (`hypernet.streaming_sketch`): memory is bounded
+   by one chunk whatever the dataset's size;
+2. parameters: one pass of the AHRU and the generators on that sketch;
+3. BatchNorm statistics: the exact batch statistics of a fixed-size random subsample of
+   `eval.bn_images` prediction images (seeded; not the whole part: exact whole-dataset
+   statistics would need one pass per layer), so memory is bounded by that subsample;
+4. classification: N-way over ALL the target's classes, by cosine to class centroids of
+   `eval.shots` labelled prediction images per class (the paper uses 10); the test
+   part's features are computed once, in chunks; the labelled images are drawn
+   `eval.draws` times and the accuracy is reported as mean ± 95% CI over those draws.
+Steps 1-3 are "the time to predict", timed after a first (compiling) run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from pudnet_jax import data as data_lib
+from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import sources
+from pudnet_jax.hypernet import PudNet, streaming_sketch
+from pudnet_jax.losses import class_centroids, cosine_logits
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+
+SPLIT_FILE = 'inter_split.json'
+
+
+def load_parts(e, image_size: int, channels: int, cache_dir=None):
+    """(class names, prediction pool, test pool, split record) of the target dataset."""
+    load = lambda split: sources.load(e.dataset, image_size, channels, e.get('data_dir'),
+                                      split, cache_dir)
+    if e.get('predict_split'):
+        if not e.get('test_split'):
+            raise ValueError('config.eval.predict_split is set but config.eval.test_split is '
+                             'not: name both TFDS splits, or use config.eval.predict_fraction.')
+        p, t = load(e.predict_split), load(e.test_split)
+        names, predict, test = p.class_names, p.pool, t.pool
+        record = {'method': 'splits', 'predict_split': e.predict_split,
+                  'test_split': e.test_split}
+    else:
+        whole = load('all')
+        names = whole.class_names
+        predict, test = data_lib.split_pool(whole.pool, e.predict_fraction, e.seed)
+        record = {'method': 'fraction', 'predict_fraction': e.predict_fraction, 'seed': e.seed,
+                  'note': 'per class, the images (in cache order) permuted by a generator '
+                          'seeded with (seed, class): the first round(fraction * n) of the '
+                          'permutation predict, the rest test'}
+    record.update(dataset=e.dataset, class_names=list(names),
+                  predict_counts={names[c]: int(len(v)) for c, v in predict.items()},
+                  test_counts={names[c]: int(len(v)) for c, v in test.items()})
+    check_parts(e.dataset, names, predict, test, e.shots)
+    return names, predict, test, record
+
+
+def check_parts(dataset: str, names, predict, test, shots: int) -> None:
+    if len(predict) < 2:
+        raise ValueError(f'{dataset}: a single class ({[names[c] for c in predict]}); '
+                         f'classification needs at least 2 classes.')
+    short = [f'class {names[c]!r} has {len(predict[c])} prediction and '
+             f'{len(test.get(c, ()))} test images'
+             for c in predict if len(predict[c]) < shots or len(test.get(c, ())) < 1]
+    short += [f'class {names[c]!r} has no prediction images' for c in test if c not in predict]
+    if short:
+        raise ValueError(f'{dataset}: every class needs at least {shots} prediction images '
+                         f'(eval.shots, for its centroid) and 1 test image; ' + '; '.join(short))
+
+
+def make_predictor(model: PudNet, spec: TargetSpec, chunk_size: int, bn_images: int, seed: int):
+    """uint8 prediction images (N, H, W, C), any N → the target's full variables."""
+    encode = jax.jit(lambda hv, x: model.apply(hv, data_lib.normalize(x), train=False,
+                                               method=PudNet.encode))
+    generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
+    stats = jax.jit(lambda p, x: apply_with_dataset_stats(spec, p, data_lib.normalize(x))[2])
+
+    def predict(hyper_vars, images):
+        data_lib.check_images(images, spec.image_shape, 'prediction images')
+        sketch = streaming_sketch(lambda c: encode(hyper_vars, c), images, chunk_size)
+        params = generate(hyper_vars, sketch)
+        n = images.shape[0]
+        pick = np.sort(np.random.default_rng(seed).choice(n, min(bn_images, n), replace=False))
+        return jax.block_until_ready({'params': params, 'batch_stats': stats(params, images[pick])})
+    return predict
+
+
+def features_in_chunks(spec: TargetSpec, chunk_size: int):
+    apply = jax.jit(lambda v, x: spec.module().apply(v, data_lib.normalize(x), train=False))
+
+    def features(variables, images):
+        out = []
+        for start in range(0, len(images), chunk_size):
+            chunk = images[start:start + chunk_size]
+            valid = len(chunk)
+            if valid < chunk_size:
+                chunk = np.concatenate([chunk, np.zeros((chunk_size - valid,) + chunk.shape[1:],
+                                                        chunk.dtype)])
+            out.append(np.asarray(apply(variables, chunk))[:valid])
+        return np.concatenate(out)
+    return features
+
+
+def flatten(pool) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    classes = sorted(pool)
+    images = np.concatenate([pool[c] for c in classes])
+    labels = np.concatenate([np.full(len(pool[c]), i, np.int32) for i, c in enumerate(classes)])
+    return images, labels, classes
+
+
+def predict_variables(e, model, spec, hyper_vars, predict_pool) -> tuple[dict, dict]:
+    """The target's variables for the whole prediction pool, and the time it took (after
+    a first run that compiles)."""
+    images, _, _ = flatten(predict_pool)
+    predict = make_predictor(model, spec, e.chunk_size, e.bn_images, e.seed)
+    t0 = time.perf_counter()
+    predict(hyper_vars, images)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    variables = predict(hyper_vars, images)
+    seconds = time.perf_counter() - t0
+    return variables, {'predict_seconds': seconds, 'compile_seconds': max(first - seconds, 0.0),
+                       'first_predict_seconds': first, 'prediction_images': int(len(images)),
+                       'bn_images': int(min(e.bn_images, len(images))),
+                       'chunk_size': e.chunk_size, 'backend': jax.default_backend()}
+
+
+def score(e, spec, variables, predict_pool, test_pool) -> dict:
+    """N-way accuracy (all classes) on the test pool, centroids from `e.shots` labelled
+    prediction images per class, mean ± 95% CI over `e.draws` draws of them."""
+    features = features_in_chunks(spec, e.chunk_size)
+    classes = sorted(predict_pool)
+    test_images, _, _ = flatten({c: test_pool[c] for c in classes})
+    test_labels = np.concatenate([np.full(len(test_pool[c]), i) for i, c in enumerate(classes)])
+    f_test = jnp.asarray(features(variables, test_images))
+    ways, top_k = len(classes), e.get('top_k') or 0
+    accuracies, top_ks = [], []
+    for r in range(e.draws):
+        rng = np.random.default_rng([e.seed, 1000 + r])
+        labelled = np.concatenate([predict_pool[c][rng.choice(len(predict_pool[c]), e.shots,
+                                                              replace=False)] for c in classes])
+        f_l = jnp.asarray(features(variables, labelled))
+        logits = cosine_logits(f_test, class_centroids(f_l, np.repeat(np.arange(ways), e.shots),
+                                                       ways), 1.0)
+        accuracies.append(float(np.mean(np.asarray(jnp.argmax(logits, -1)) == test_labels)))
+        if top_k and ways > top_k:
+            best = np.asarray(jax.lax.top_k(logits, top_k)[1])
+            top_ks.append(float(np.mean(np.any(best == test_labels[:, None], axis=1))))
+    acc, ci = evaluate_lib.mean_ci95(accuracies)
+    results = {'accuracy': acc, 'ci95': ci, 'groups': e.draws, 'ways': ways, 'shots': e.shots,
+               'test_shots': None, 'target': spec.name, 'protocol': 'inter', 'draws': e.draws,
+               'test_images': int(len(test_images))}
+    if top_ks:
+        results[f'top{top_k}_accuracy'], results[f'top{top_k}_ci95'] = evaluate_lib.mean_ci95(top_ks)
+    return results
+
+
+def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None) -> dict:
+    e = config.eval
+    h, w, c = spec.image_shape
+    names, predict_pool, test_pool, record = load_parts(e, h, c, config.data.get('cache_dir'))
+    variables, timing = predict_variables(e, model, spec, hyper_vars, predict_pool)
+    results = score(e, spec, variables, predict_pool, test_pool)
+    results.update(timing, dataset=e.dataset, train_dataset=config.data.name,
+                   test_classes=list(names), split=record)
+    if workdir:
+        path = os.path.join(workdir, SPLIT_FILE)
+        with open(path + '.tmp', 'w') as f:
+            json.dump(record, f, indent=2)
+        os.replace(path + '.tmp', path)
+    logging.info('Inter-dataset evaluation on %s: accuracy %.4f ± %.4f over %d draws.',
+                 e.dataset, results['accuracy'], results['ci95'], e.draws)
+    print(format_results(results))
+    return results
+
+
+def format_results(r: dict) -> str:
+    rows = [
+        ('train pool → target', f"{r.get('train_dataset')} → {r['dataset']} / {r['target']}"),
+        ('protocol', f"inter-dataset, {r['ways']}-way over all classes, sketch over "
+                     f"{r['prediction_images']} prediction images, BN statistics from "
+                     f"{r['bn_images']}, centroids from {r['shots']} labelled images per "
+                     f"class, {r['test_images']} test images, {r['draws']} draws"),
+        ('accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
+    ]
+    for k in [k for k in r if k.startswith('top') and k.endswith('_accuracy')]:
+        rows.append((k.replace('_', ' '), f"{100 * r[k]:.2f} ± "
+                                          f"{100 * r[k.replace('accuracy', 'ci95')]:.2f} %"))
+    rows.append(('time to predict', f"{r['predict_seconds']:.3f} s ({r['backend']}; first "
+                                    f"call with compilation {r['first_predict_seconds']:.2f} s)"))
+    width = max(len(k) for k, _ in rows)
+    return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
