@@ -40,8 +40,7 @@ CONFIG_FILE = 'config.json'
 # a different experiment (e.g. train longer, evaluate differently).
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
                      'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict', 'compare',
-                     'data.data_dir')
-RESUMABLE_CHANGES += ('data.cache_dir',)
+                     'data.data_dir', 'data.cache_dir')
 CLASSES_FILE = 'classes.json'
 
 
