@@ -21,3 +21,5 @@ def _use_cpu_when_no_gpu() -> None:
 
 
 _use_cpu_when_no_gpu()
+# TensorFlow (imported by TFDS and clu's summary writer) logs C++ INFO lines at import.
+_os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
