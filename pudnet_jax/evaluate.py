@@ -125,13 +125,20 @@ def format_results(r: dict) -> str:
         ('protocol', f"{r['groups']} groups, {r['ways']}-way, {r['shots']} prediction + "
                      f"{r['test_shots']} test images per class"),
         ('accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
-    ] + [
-        (k.replace('_', ' '), f"{100 * r[k]:.2f} ± {100 * r[k.replace('accuracy', 'ci95')]:.2f} %")
-        for k in r if k.startswith('top') and k.endswith('_accuracy')
-    ] + [
+    ] + top_k_rows(r) + [
         ('time to predict', f"{1000 * r['predict_seconds']:.1f} ms per group (median, "
                             f"{r['backend']}), compile {r['compile_seconds']:.2f} s"),
     ]
+    return format_table(rows)
+
+
+def top_k_rows(r: dict) -> list[tuple[str, str]]:
+    """('top5 accuracy', 'xx.xx ± y.yy %') for each top-k accuracy in a results dict."""
+    return [(k.replace('_', ' '), f"{100 * r[k]:.2f} ± {100 * r[k.replace('accuracy', 'ci95')]:.2f} %")
+            for k in r if k.startswith('top') and k.endswith('_accuracy')]
+
+
+def format_table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
 

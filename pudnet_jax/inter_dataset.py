@@ -193,11 +193,7 @@ def format_results(r: dict) -> str:
                      f"{r['bn_images']}, centroids from {r['shots']} labelled images per "
                      f"class, {r['test_images']} test images, {r['draws']} draws"),
         ('accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
-    ]
-    for k in [k for k in r if k.startswith('top') and k.endswith('_accuracy')]:
-        rows.append((k.replace('_', ' '), f"{100 * r[k]:.2f} ± "
-                                          f"{100 * r[k.replace('accuracy', 'ci95')]:.2f} %"))
+    ] + evaluate_lib.top_k_rows(r)
     rows.append(('time to predict', f"{r['predict_seconds']:.3f} s ({r['backend']}; first "
                                     f"call with compilation {r['first_predict_seconds']:.2f} s)"))
-    width = max(len(k) for k, _ in rows)
-    return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
+    return evaluate_lib.format_table(rows)
