@@ -67,7 +67,7 @@ def get_config():
     config.compare.groups = 20
     config.compare.tune_groups = 2          # learning-rate tuning (separate draws)
     config.compare.val_groups = 10          # Pretrained / ProtoNet model selection
-    config.compare.epochs = (1, 2, 5, 10, 20, 30)
+    config.compare.epochs = (1, 2, 5, 10, 20, 30, 50)
     config.compare.learning_rates = (3e-4, 1e-3, 3e-3)
     config.compare.batch_size = 10
     config.compare.finetune_epochs = (1, 2, 5, 10)
