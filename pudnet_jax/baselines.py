@@ -172,17 +172,6 @@ def prototype_stats(spec: TargetSpec, params, group: data_lib.Episodes):
     return _stats_fn(spec)(params, group.support)
 
 
-def prototype_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
-    """Prototype accuracy of fixed target params on a group (BN stats from its support)."""
-    classify = make_classify_fn(spec, ways)
-
-    def accuracy(params, group: data_lib.Episodes) -> float:
-        variables = {'params': params, 'batch_stats': prototype_stats(spec, params, group)}
-        pred = classify(variables, group.support, group.support_labels, group.query)
-        return float(np.mean(np.asarray(pred) == group.query_labels))
-    return accuracy
-
-
 def fixed_stats_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
     """Prototype accuracy of fixed target variables, BatchNorm statistics included."""
     classify = make_classify_fn(spec, ways)
@@ -191,6 +180,13 @@ def fixed_stats_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
         pred = classify(variables, group.support, group.support_labels, group.query)
         return float(np.mean(np.asarray(pred) == group.query_labels))
     return accuracy
+
+
+def prototype_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
+    """Prototype accuracy of fixed target params on a group (BN stats from its support)."""
+    with_stats = fixed_stats_accuracy_fn(spec, ways)
+    return lambda params, group: with_stats(
+        {'params': params, 'batch_stats': prototype_stats(spec, params, group)}, group)
 
 
 def random_init_params(spec: TargetSpec, seed: int) -> dict:

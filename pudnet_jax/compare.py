@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from pudnet_jax.files import write_json
 from pudnet_jax import baselines
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
@@ -225,8 +226,7 @@ def _fmt_seconds(s):
 
 def write_outputs(summary: dict, workdir: str) -> None:
     rows = summary['rows']
-    with open(os.path.join(workdir, 'compare.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(workdir, 'compare.json'), summary)
     with open(os.path.join(workdir, 'compare.csv'), 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

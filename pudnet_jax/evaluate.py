@@ -8,7 +8,6 @@ group's parameters after compilation, and the compile time separately.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from pudnet_jax.files import write_json
 from pudnet_jax import data as data_lib
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import class_centroids, cosine_logits
@@ -144,9 +144,4 @@ def format_table(rows: list[tuple[str, str]]) -> str:
 
 
 def write_results(results: dict, workdir: str) -> str:
-    path = os.path.join(workdir, RESULTS_FILE)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_json(os.path.join(workdir, RESULTS_FILE), results)

@@ -20,7 +20,6 @@ Steps 1-3 are "the time to predict", timed after a first (compiling) run.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from pudnet_jax.files import write_json
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import sources
@@ -175,10 +175,7 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None) 
     results.update(timing, dataset=e.dataset, train_dataset=config.data.name,
                    test_classes=list(names), split=record)
     if workdir:
-        path = os.path.join(workdir, SPLIT_FILE)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(record, f, indent=2)
-        os.replace(path + '.tmp', path)
+        write_json(os.path.join(workdir, SPLIT_FILE), record)
     logging.info('Inter-dataset evaluation on %s: accuracy %.4f ± %.4f over %d draws.',
                  e.dataset, results['accuracy'], results['ci95'], e.draws)
     print(format_results(results))

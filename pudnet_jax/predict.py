@@ -16,9 +16,11 @@ import shutil
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from pudnet_jax.files import write_json
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import train as train_lib
@@ -35,8 +37,7 @@ def save_variables(path: str, variables: dict, metadata: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(path, 'variables'), jax.device_get(variables))
-    with open(os.path.join(path, METADATA_FILE), 'w') as f:
-        json.dump(metadata, f, indent=2)
+    write_json(os.path.join(path, METADATA_FILE), metadata)
 
 
 def load_variables(path: str):
@@ -92,8 +93,7 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
                       test_images=int(group.query.shape[0]), accuracy=accuracy,
                       predict_seconds=seconds, first_call_seconds=first_call)
         metadata['report'] = report
-        with open(os.path.join(path, METADATA_FILE), 'w') as f:
-            json.dump(metadata, f, indent=2)
+        write_json(os.path.join(path, METADATA_FILE), metadata)
         reports.append(report)
         print(f"group {g}: classes {class_ids}, {report['prediction_images']} prediction "
               f"images, {report['test_images']} test images: accuracy "
@@ -101,8 +101,7 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
               f"(first call with compilation {first_call:.2f} s) -> {path}")
     summary = {'groups': reports, 'accuracy': float(np.mean([r['accuracy'] for r in reports])),
                'output_dir': output_dir}
-    with open(os.path.join(output_dir, 'predict_report.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(output_dir, 'predict_report.json'), summary)
     return summary
 
 
@@ -134,8 +133,7 @@ def predict_inter_target(workdir: str, config, model, spec, hyper_vars,
     report = dict(inter_dataset.score(e, spec, loaded, predict_pool, test_pool), **timing,
                   path=path, dataset=e.dataset, train_dataset=config.data.name)
     metadata['report'] = report
-    with open(os.path.join(path, METADATA_FILE), 'w') as f:
-        json.dump(metadata, f, indent=2)
+    write_json(os.path.join(path, METADATA_FILE), metadata)
     print(inter_dataset.format_results(report) + f'\nsaved -> {path}')
     return report
 
@@ -186,8 +184,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
                       'ignored_files', 0), load_seconds=load_seconds,
                   from_cache=loaded.meta['from_cache'])
     metadata['report'] = report
-    with open(os.path.join(path, METADATA_FILE), 'w') as f:
-        json.dump(metadata, f, indent=2)
+    write_json(os.path.join(path, METADATA_FILE), metadata)
     print(format_folder_report(report))
     return report
 

@@ -11,7 +11,6 @@ weights, the losses) is batched by `config.train.episode_batching`:
 - 'auto': 'unroll' on CPU, 'vmap' elsewhere.
 """
 
-import functools
 import json
 import os
 import time
@@ -28,6 +27,7 @@ from absl import logging
 from clu import metric_writers, metrics, periodic_actions
 from flax.training import train_state
 
+from pudnet_jax.files import write_json
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import inter_dataset, sources
@@ -175,10 +175,7 @@ def check_or_save_config(config, workdir: str, has_checkpoint: bool) -> None:
                 f'Workdir {workdir!r} holds a checkpoint trained with a different config '
                 f'({detail}). Use a new --workdir, or the config saved in {path}.')
     os.makedirs(workdir, exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_json(path, current, sort_keys=True)
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -338,10 +335,7 @@ def _write_classes(config, loaded, workdir: str) -> None:
               'train_classes': {int(c): name(c) for c in config.data.train_classes},
               'test_classes': {int(c): name(c) for c in config.data.test_classes},
               'images_per_class': {int(c): int(len(v)) for c, v in loaded.pool.items()}}
-    path = os.path.join(workdir, CLASSES_FILE)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(record, f, indent=1)
-    os.replace(path + '.tmp', path)
+    write_json(os.path.join(workdir, CLASSES_FILE), record)
 
 
 def _format_seconds(s: float) -> str:
