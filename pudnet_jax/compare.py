@@ -112,17 +112,13 @@ def run_compare(workdir: str, config=None) -> dict:
     t_start = time.time()
     rows = []
 
-    # PudNet: one forward pass per group.
-    predict = evaluate_lib.make_predict_fn(model, spec)
-    classify = evaluate_lib.make_classify_fn(spec, ways)
-    jax.block_until_ready(predict(hyper_vars, test[0].support))      # compile
+    # PudNet: one forward pass per group, timed as in results.json.
+    predict_c, scores_c, _ = evaluate_lib.compiled_predict_and_scores(model, spec, hyper_vars,
+                                                                      test[0], ways)
     accs, secs, predicted = [], [], []
-    for g in test:
-        t0 = time.perf_counter()
-        v = jax.block_until_ready(predict(hyper_vars, g.support))
-        secs.append(time.perf_counter() - t0)
-        pred = classify(v, g.support, g.support_labels, g.query)
-        accs.append(float(np.mean(np.asarray(pred) == g.query_labels)))
+    for g, v, scores, s in evaluate_lib.predict_groups(predict_c, scores_c, hyper_vars, test):
+        accs.append(float(np.mean(scores.argmax(-1) == g.query_labels)))
+        secs.append(s)
         predicted.append(v)
     pudnet_seconds = float(np.median(secs))
     rows.append(_row('PudNet', accs, seconds=pudnet_seconds, one_off=pudnet_train_seconds,
@@ -164,7 +160,7 @@ def run_compare(workdir: str, config=None) -> dict:
     runs = [('Adam scratch', 'scratch', 'adam', c.epochs, c.learning_rates, lambda g: None),
             ('GC scratch', 'scratch', 'gc', c.epochs, c.learning_rates, lambda g: None)]
     pred_by_group = {id(g): v for g, v in zip(test, predicted)}
-    predict_for = lambda g: pred_by_group.get(id(g)) or predict(hyper_vars, g.support)
+    predict_for = lambda g: pred_by_group.get(id(g)) or predict_c(hyper_vars, g.support)
     pretrained_vars = lambda g: {'params': pretrained['params'], 'batch_stats':
                                  baselines.prototype_stats(spec, pretrained['params'], g)}
     runs += [('Fine-tune PudNet', 'finetune', 'adam', c.finetune_epochs,

@@ -78,28 +78,42 @@ def timed_compile(jitted, *args):
     return compiled, time.perf_counter() - t0
 
 
+def compiled_predict_and_scores(model: PudNet, spec: TargetSpec, hyper_vars, first, ways: int):
+    """Compiled prediction and scoring executables for groups shaped like `first`, and the
+    prediction's compile time (seconds)."""
+    predict_c, compile_s = timed_compile(make_predict_fn(model, spec), hyper_vars, first.support)
+    variables = predict_c(hyper_vars, first.support)
+    scores_c, _ = timed_compile(make_scores_fn(spec, ways), variables, first.support,
+                                first.support_labels, first.query)
+    return predict_c, scores_c, compile_s
+
+
+def predict_groups(predict_c, scores_c, hyper_vars, groups):
+    """For each group: (the group, predicted target variables, scores of its test images against the
+    class centroids, seconds to predict). The one PudNet evaluation loop, shared by
+    `evaluate` and `--mode=compare`; the timing covers the forward pass only."""
+    for group in groups:
+        t0 = time.perf_counter()
+        variables = jax.block_until_ready(predict_c(hyper_vars, group.support))
+        seconds = time.perf_counter() - t0
+        scores = np.asarray(scores_c(variables, group.support, group.support_labels,
+                                     group.query))
+        yield group, variables, scores, seconds
+
+
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
     e = config.eval
     sampler = group_sampler(config, pool)
-    predict = make_predict_fn(model, spec)
-    classify = make_scores_fn(spec, e.ways)
     top_k = e.get('top_k') or 0
     top_k = top_k if 0 < top_k < e.ways else 0
 
     first = sampler.sample(0, 1)[0]
-    predict_c, compile_s = timed_compile(predict, hyper_vars, first.support)
-    variables = predict_c(hyper_vars, first.support)
-    classify_c, _ = timed_compile(classify, variables, first.support, first.support_labels,
-                                  first.query)
-
+    predict_c, scores_c, compile_s = compiled_predict_and_scores(model, spec, hyper_vars,
+                                                                 first, e.ways)
+    groups = (first if g == 0 else sampler.sample(g, 1)[0] for g in range(e.groups))
     accuracies, top_ks, seconds = [], [], []
-    for g in range(e.groups):
-        group = first if g == 0 else sampler.sample(g, 1)[0]
-        t0 = time.perf_counter()
-        variables = jax.block_until_ready(predict_c(hyper_vars, group.support))
-        seconds.append(time.perf_counter() - t0)
-        scores = np.asarray(classify_c(variables, group.support, group.support_labels,
-                                       group.query))
+    for group, _, scores, s in predict_groups(predict_c, scores_c, hyper_vars, groups):
+        seconds.append(s)
         accuracies.append(float(np.mean(scores.argmax(-1) == group.query_labels)))
         if top_k:
             best = np.argsort(-scores, axis=-1)[:, :top_k]
