@@ -18,6 +18,8 @@ def get_config():
     config.target.width = 64
     config.model.sketch_dim = 256
     config.model.eta = 0.5
+    config.loss.metric_weight = 1.0   # the paper's L = L1 + L2 + L3 (eq. 11)
+    config.loss.kl_weight = 1.0
     config.train.ways = 5
     config.train.shots = 10
     config.train.queries = 15

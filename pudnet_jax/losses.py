@@ -1,4 +1,5 @@
-"""PudNet's objective (paper §III-E): L = L1 + L2 + L3.
+"""PudNet's objective (paper §III-E): L = L1 + L2 + L3 (eq. 11), with optional weights
+λ1·L1 + L2 + λ3·L3 (`config.loss.metric_weight`, `kl_weight`; the paper's are 1).
 
 - L1, parameter-free classification (eq. 7-8): p(y=k|x) ∝ exp(τ·cos(f(x), u_k)) with
   u_k the mean feature of the labelled samples of class k.
@@ -58,11 +59,12 @@ def consistency_loss(metric_logits, head_logits, episode_classes):
 
 def pudnet_loss(support_features, support_labels, query_features, query_labels,
                 head_logits, episode_classes, tau, use_full_head: bool = True,
-                use_kl: bool = True):
-    """One episode's losses. Returns (total, dict of parts and the metric accuracy).
+                use_kl: bool = True, metric_weight: float = 1.0, kl_weight: float = 1.0):
+    """One episode's losses. Returns (total, dict of the unweighted parts, the weighted
+    total and the metric accuracy).
 
     Ablations (Table VI): `use_full_head=False` is "metric loss only" (no L2, no L3);
-    `use_kl=False` is "no KL" (L1 + L2).
+    `use_kl=False` is "no KL" (L1 + L2). `metric_weight`/`kl_weight` scale L1/L3.
     """
     num_classes = episode_classes.shape[0]
     centroids = class_centroids(support_features, support_labels, num_classes)
@@ -73,5 +75,6 @@ def pudnet_loss(support_features, support_labels, query_features, query_labels,
     l3 = (consistency_loss(logits, head_logits, episode_classes)
           if use_full_head and use_kl else zero)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == query_labels)
-    return l1 + l2 + l3, {'loss': l1 + l2 + l3, 'l1_metric': l1, 'l2_full_head': l2,
+    total = metric_weight * l1 + l2 + kl_weight * l3
+    return total, {'loss': total, 'l1_metric': l1, 'l2_full_head': l2,
                           'l3_consistency': l3, 'accuracy': accuracy}

@@ -103,8 +103,21 @@ def _over_episodes(fn, mode: str):
     return unrolled
 
 
+def loss_weights(loss_cfg) -> tuple[float, float]:
+    """(λ1, λ3) of L = λ1·L1 + L2 + λ3·L3, checked; the paper's eq. 11 has both at 1."""
+    weights = {k: float(loss_cfg.get(k, 1.0)) for k in ('metric_weight', 'kl_weight')}
+    for k, w in weights.items():
+        if not (w >= 0.0 and np.isfinite(w)):
+            raise ValueError(f'config.loss.{k} must be a finite number >= 0, got {w}.')
+    if not loss_cfg.use_full_head and weights['metric_weight'] == 0.0:
+        raise ValueError('config.loss.use_full_head=False leaves only L1, but '
+                         'config.loss.metric_weight is 0: nothing would be trained.')
+    return weights['metric_weight'], weights['kl_weight']
+
+
 def make_train_step(config, model: PudNet, spec: TargetSpec):
     loss_cfg = config.loss
+    metric_weight, kl_weight = loss_weights(loss_cfg)
     mode = resolve_batching(config.train.episode_batching)
 
     def train_step(state: TrainState, batch: data_lib.Episodes):
@@ -124,7 +137,8 @@ def make_train_step(config, model: PudNet, spec: TargetSpec):
                 tau = model.apply({'params': params}, method=PudNet.tau)
                 return pudnet_loss(f_s, support_labels, f_q, query_labels, head_logits,
                                    classes, tau, use_full_head=loss_cfg.use_full_head,
-                                   use_kl=loss_cfg.use_kl)
+                                   use_kl=loss_cfg.use_kl, metric_weight=metric_weight,
+                                   kl_weight=kl_weight)
 
             losses, parts = _over_episodes(episode, mode)(
                 sketches, batch.support, batch.support_labels, batch.query,

@@ -88,6 +88,20 @@ def test_ablation_configs(name, zero_parts):
         assert 'ahru' not in state.params
 
 
+def test_loss_weights_are_checked():
+    config = test_config.get_config()
+    assert train_lib.loss_weights(config.loss) == (config.loss.metric_weight,
+                                                   config.loss.kl_weight)
+    config.loss.kl_weight = -1.0
+    with pytest.raises(ValueError, match='config.loss.kl_weight'):
+        train_lib.loss_weights(config.loss)
+    metric_only = importlib.import_module('configs.ablation_metric_only').get_config()
+    assert train_lib.loss_weights(metric_only.loss)[0] > 0
+    metric_only.loss.metric_weight = 0.0
+    with pytest.raises(ValueError, match='nothing would be trained'):
+        train_lib.loss_weights(metric_only.loss)
+
+
 def test_compare_mode_writes_tables_plot_and_json(trained_workdir):
     summary = compare.run_compare(trained_workdir, test_config.get_config())
     methods = [r['method'] for r in summary['rows']]

@@ -81,3 +81,15 @@ def test_total_and_ablation_switches():
     np.testing.assert_allclose(metric_only, parts['l1_metric'], rtol=1e-6)
     expected_acc = np.mean(_metric_logits().argmax(-1) == QUERY_LABELS)
     np.testing.assert_allclose(parts['accuracy'], expected_acc)
+
+
+def test_loss_weights_scale_l1_and_l3_only():
+    args = (jnp.array(SUPPORT), jnp.array(SUPPORT_LABELS), jnp.array(QUERY),
+            jnp.array(QUERY_LABELS), jnp.array(HEAD), jnp.array(CLASSES), TAU)
+    _, parts = losses.pudnet_loss(*args)
+    weighted, p = losses.pudnet_loss(*args, metric_weight=0.25, kl_weight=3.0)
+    np.testing.assert_allclose(weighted, 0.25 * parts['l1_metric'] + parts['l2_full_head']
+                               + 3.0 * parts['l3_consistency'], rtol=1e-6)
+    np.testing.assert_allclose(p['loss'], weighted, rtol=1e-6)
+    for key in ('l1_metric', 'l2_full_head', 'l3_consistency'):   # parts stay unweighted
+        np.testing.assert_allclose(p[key], parts[key], rtol=1e-6)
