@@ -77,4 +77,4 @@ def pudnet_loss(support_features, support_labels, query_features, query_labels,
     accuracy = jnp.mean(jnp.argmax(logits, -1) == query_labels)
     total = metric_weight * l1 + l2 + kl_weight * l3
     return total, {'loss': total, 'l1_metric': l1, 'l2_full_head': l2,
-                          'l3_consistency': l3, 'accuracy': accuracy}
+                   'l3_consistency': l3, 'accuracy': accuracy}
