@@ -117,7 +117,7 @@ def run_compare(workdir: str, config=None) -> dict:
                                                                       test[0], ways)
     accs, secs, predicted = [], [], []
     for g, v, scores, s in evaluate_lib.predict_groups(predict_c, scores_c, hyper_vars, test):
-        accs.append(float(np.mean(scores.argmax(-1) == g.query_labels)))
+        accs.append(evaluate_lib.group_accuracy(scores, g.query_labels)[0])
         secs.append(s)
         predicted.append(v)
     pudnet_seconds = float(np.median(secs))

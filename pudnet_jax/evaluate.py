@@ -67,6 +67,26 @@ def group_sampler(config, pool) -> data_lib.EpisodeSampler:
                                    e.test_shots, seed=e.seed, what='evaluation groups')
 
 
+def group_accuracy(scores, labels, top_k: int = 0) -> tuple[float, float | None]:
+    """Top-1 accuracy of (test, ways) scores against labels, and top-k accuracy (None
+    unless 0 < top_k < ways; ties go to the lower class index)."""
+    scores = np.asarray(scores)
+    top1 = float(np.mean(scores.argmax(-1) == labels))
+    if not 0 < top_k < scores.shape[-1]:
+        return top1, None
+    best = np.argsort(-scores, axis=-1, kind='stable')[:, :top_k]
+    return top1, float(np.mean(np.any(best == labels[:, None], axis=1)))
+
+
+def accuracy_summary(accuracies, top_ks, top_k: int) -> dict:
+    """{'accuracy', 'ci95'} over groups, plus top-k keys when top-k was scored."""
+    acc, ci = mean_ci95(accuracies)
+    summary = {'accuracy': acc, 'ci95': ci}
+    if top_ks:
+        summary[f'top{top_k}_accuracy'], summary[f'top{top_k}_ci95'] = mean_ci95(top_ks)
+    return summary
+
+
 def mean_ci95(values) -> tuple[float, float]:
     values = np.asarray(values, np.float64)
     return float(values.mean()), float(1.96 * values.std() / np.sqrt(len(values)))
@@ -105,7 +125,6 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
     e = config.eval
     sampler = group_sampler(config, pool)
     top_k = e.get('top_k') or 0
-    top_k = top_k if 0 < top_k < e.ways else 0
 
     first = sampler.sample(0, 1)[0]
     predict_c, scores_c, compile_s = compiled_predict_and_scores(model, spec, hyper_vars,
@@ -114,21 +133,20 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
     accuracies, top_ks, seconds = [], [], []
     for group, _, scores, s in predict_groups(predict_c, scores_c, hyper_vars, groups):
         seconds.append(s)
-        accuracies.append(float(np.mean(scores.argmax(-1) == group.query_labels)))
-        if top_k:
-            best = np.argsort(-scores, axis=-1)[:, :top_k]
-            top_ks.append(float(np.mean(np.any(best == group.query_labels[:, None], axis=1))))
-    acc, ci = mean_ci95(accuracies)
-    results = {
-        'accuracy': acc, 'ci95': ci, 'groups': e.groups, 'ways': e.ways, 'shots': e.shots,
+        top1, top = group_accuracy(scores, group.query_labels, top_k)
+        accuracies.append(top1)
+        if top is not None:
+            top_ks.append(top)
+    results = accuracy_summary(accuracies, top_ks, top_k)
+    results.update({
+        'groups': e.groups, 'ways': e.ways, 'shots': e.shots,
         'test_shots': e.test_shots, 'target': spec.name, 'dataset': config.data.name,
         'test_classes': list(config.data.test_classes),
         'predict_seconds': float(np.median(seconds)), 'compile_seconds': compile_s,
         'backend': jax.default_backend(),
-    }
-    if top_ks:
-        results[f'top{top_k}_accuracy'], results[f'top{top_k}_ci95'] = mean_ci95(top_ks)
-    logging.info('Evaluation: accuracy %.4f ± %.4f over %d groups.', acc, ci, e.groups)
+    })
+    logging.info('Evaluation: accuracy %.4f ± %.4f over %d groups.', results['accuracy'],
+                 results['ci95'], e.groups)
     print(format_results(results))
     return results
 

@@ -153,16 +153,14 @@ def score(e, spec, variables, predict_pool, test_pool) -> dict:
         f_l = jnp.asarray(features(variables, labelled))
         logits = cosine_logits(f_test, class_centroids(f_l, np.repeat(np.arange(ways), e.shots),
                                                        ways), 1.0)
-        accuracies.append(float(np.mean(np.asarray(jnp.argmax(logits, -1)) == test_labels)))
-        if top_k and ways > top_k:
-            best = np.asarray(jax.lax.top_k(logits, top_k)[1])
-            top_ks.append(float(np.mean(np.any(best == test_labels[:, None], axis=1))))
-    acc, ci = evaluate_lib.mean_ci95(accuracies)
-    results = {'accuracy': acc, 'ci95': ci, 'groups': e.draws, 'ways': ways, 'shots': e.shots,
-               'test_shots': None, 'target': spec.name, 'protocol': 'inter', 'draws': e.draws,
-               'test_images': int(len(test_images))}
-    if top_ks:
-        results[f'top{top_k}_accuracy'], results[f'top{top_k}_ci95'] = evaluate_lib.mean_ci95(top_ks)
+        top1, top = evaluate_lib.group_accuracy(logits, test_labels, top_k)
+        accuracies.append(top1)
+        if top is not None:
+            top_ks.append(top)
+    results = evaluate_lib.accuracy_summary(accuracies, top_ks, top_k)
+    results.update({'groups': e.draws, 'ways': ways, 'shots': e.shots, 'test_shots': None,
+                    'target': spec.name, 'protocol': 'inter', 'draws': e.draws,
+                    'test_images': int(len(test_images))})
     return results
 
 

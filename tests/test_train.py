@@ -10,6 +10,7 @@ import pytest
 import pudnet_jax  # noqa: F401
 from configs import test as test_config
 from pudnet_jax import data as data_lib
+from pudnet_jax import evaluate
 from pudnet_jax import predict as predict_lib
 from pudnet_jax import train as train_lib
 
@@ -88,10 +89,25 @@ def test_unknown_target_and_bad_prediction_images(tmp_path):
     config = test_config.get_config()
     model, spec = train_lib.build_model(config)
     state = train_lib.create_train_state(config, model, spec)
-    from pudnet_jax import evaluate
     predict = evaluate.make_predict_fn(model, spec)
     hyper = {'params': state.params, 'batch_stats': state.batch_stats}
     with pytest.raises(ValueError, match=r'prediction images: expected 1 channel.*\(4, 28, 28, 3\)'):
         predict(hyper, np.zeros((4, 28, 28, 3), np.float32))
     with pytest.raises(ValueError, match=r'rank 4.*\(28, 28, 1\)'):
         predict(hyper, np.zeros((28, 28, 1), np.float32))
+
+
+def test_group_accuracy_top1_and_top_k():
+    scores = np.array([[0.9, 0.1, 0.5],     # label 2: top-1 wrong, in top-2
+                       [0.2, 0.8, 0.1],     # label 1: right
+                       [0.3, 0.3, 0.9],     # label 0: ties 0/1, the lower index ranks first
+                       [0.7, 0.2, 0.6]])    # label 1: outside top-2
+    labels = np.array([2, 1, 0, 1])
+    top1, top2 = evaluate.group_accuracy(scores, labels, top_k=2)
+    assert top1 == 0.25 and top2 == 0.75
+    assert evaluate.group_accuracy(scores, labels, top_k=3)[1] is None   # k >= ways: no top-k
+    assert evaluate.group_accuracy(scores, labels)[1] is None
+    summary = evaluate.accuracy_summary([0.5, 1.0], [1.0, 1.0], 2)
+    assert summary['accuracy'] == 0.75 and summary['top2_accuracy'] == 1.0
+    assert summary['top2_ci95'] == 0.0 and summary['ci95'] > 0
+    assert 'top2_accuracy' not in evaluate.accuracy_summary([0.5], [], 2)
