@@ -95,6 +95,19 @@ def test_loss_weights_are_checked():
     config.loss.kl_weight = -1.0
     with pytest.raises(ValueError, match='config.loss.kl_weight'):
         train_lib.loss_weights(config.loss)
+    # The train step optimises exactly λ1·L1 + L2 + λ3·L3 (its logged 'loss').
+    config = test_config.get_config()
+    config.loss.metric_weight, config.loss.kl_weight = 0.25, 2.0
+    model, spec = train_lib.build_model(config)
+    t = config.train
+    batch = data_lib.EpisodeSampler(data_lib.load_pool('mnist5k', 28, 1), config.data.train_classes,
+                                    t.ways, t.shots, t.queries, seed=0).sample(0, 2)
+    _, metrics = train_lib.make_train_step(config, model, spec)(
+        train_lib.create_train_state(config, model, spec), batch)
+    parts = metrics.compute()
+    assert parts['l1_metric'] > 0 and parts['l3_consistency'] > 0
+    np.testing.assert_allclose(parts['loss'], 0.25 * parts['l1_metric'] + parts['l2_full_head']
+                               + 2.0 * parts['l3_consistency'], rtol=1e-5)
     metric_only = importlib.import_module('configs.ablation_metric_only').get_config()
     assert train_lib.loss_weights(metric_only.loss)[0] > 0
     metric_only.loss.metric_weight = 0.0
