@@ -1,4 +1,6 @@
-"""The paper's CIFAR-100-set: 80 training classes, 20 held out, 5-way, ResNet-18, η = 0.5.
+"""The paper's CIFAR-100-set: 20 held-out test classes, 5-way, ResNet-18, η = 0.5. The paper's
+80 other classes are split as the few-shot literature does: 64 train the hypernetwork, 16
+are validation classes (model selection).
 
 Needs TFDS `cifar100` (downloaded and prepared on first use into data_dir). Every split is
 used: the protocol separates classes, not images.
@@ -12,7 +14,8 @@ def get_config():
     config.data.name = 'cifar100'
     config.data.image_size = 32
     config.data.channels = 3
-    config.data.train_classes = list(range(80))
+    config.data.train_classes = list(range(64))
+    config.data.val_classes = tuple(range(64, 80))   # model selection
     config.data.test_classes = list(range(80, 100))
     config.target.name = 'resnet18'
     config.target.width = 64

@@ -2,10 +2,13 @@
 
 Like the paper's Fashion-set: classes 0-5 train the hypernetwork, classes 6-9 are never
 seen in training; evaluation predicts a ConvNet-3 for 200 groups of 4-way data
-(10 prediction + 15 test images per class). Finishes in minutes on 2 CPU cores.
+(10 prediction + 15 test images per class). Ten classes leave none for validation: 30 %
+of each held-out class's images are reserved for validation groups (model selection),
+which test groups never use. Finishes in minutes on 2 CPU cores.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config():
@@ -20,6 +23,9 @@ def get_config():
     config.data.channels = 1
     config.data.train_classes = list(range(6))
     config.data.test_classes = [6, 7, 8, 9]
+    # Validation classes (model selection), disjoint from both. Empty: validation groups
+    # come from a reserved part (eval.val_fraction) of the test classes' images instead.
+    config.data.val_classes = ()
 
     config.target = ml_collections.ConfigDict()
     config.target.name = 'convnet3'
@@ -62,16 +68,25 @@ def get_config():
 
     config.eval = ml_collections.ConfigDict()
     config.eval.ways = 4
-    config.eval.shots = 10
+    config.eval.shots = 10             # labelled images per class: the class centroids
+    # Images per class a network is predicted from (sketch, BatchNorm statistics; the
+    # labelled images are the first `shots` of them). None: the same as `shots` (paper).
+    config.eval.prediction_shots = config_dict.placeholder(int)
     config.eval.test_shots = 15
-    config.eval.groups = 200
+    config.eval.groups = 200           # test groups
+    config.eval.val_groups = 100       # validation groups (model selection), in results.json
+    config.eval.val_fraction = 0.3     # with no data.val_classes: test images kept for validation
+    config.eval.split_seed = 0         # that reservation's shuffle
     config.eval.seed = 1
+    config.eval.untrained_seeds = 3    # the untrained control: mean over these random inits
+    config.eval.mean_sketch_images = 500   # per training class, for the mean-sketch control
 
-    # --mode=compare: baselines on the first `groups` evaluation groups (issue: paper tables).
+    # --mode=compare: baselines on the first `groups` test groups; every baseline setting
+    # is selected on validation groups (the validation role, never the test groups).
     config.compare = ml_collections.ConfigDict()
     config.compare.groups = 50
-    config.compare.tune_groups = 2          # learning-rate tuning (separate draws)
-    config.compare.val_groups = 10          # Pretrained / ProtoNet model selection
+    config.compare.tune_groups = 2          # learning-rate tuning (validation groups)
+    config.compare.val_groups = 10          # Pretrained / ProtoNet model selection (others)
     config.compare.epochs = (1, 2, 5, 10, 20, 30, 50)
     config.compare.learning_rates = (3e-4, 1e-3, 3e-3)
     config.compare.batch_size = 10
@@ -88,4 +103,11 @@ def get_config():
     config.predict.first_group = 0
     config.predict.output = 'predictions'
     config.predict.holdout_fraction = 0.2   # --data=<folder>: held-out part of each class
+    # --data=<folder>: the curve a user would otherwise take, on the folder's prediction
+    # part (all of it labelled): Adam from scratch and PudNet + fine-tuning (--no-baselines
+    # skips it). Adam's default learning rate, fixed a priori (no validation data here).
+    config.predict.baselines = True
+    config.predict.baseline_epochs = (1, 2, 5)
+    config.predict.baseline_batch_size = 32
+    config.predict.baseline_learning_rate = 1e-3
     return config

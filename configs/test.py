@@ -19,6 +19,11 @@ def get_config():
     config.eval.shots = 3
     config.eval.test_shots = 4
     config.eval.groups = 3
+    config.eval.val_groups = 2
+    config.eval.untrained_seeds = 2
+    config.eval.mean_sketch_images = 40
+    config.predict.baseline_epochs = (1, 2)
+    config.predict.baseline_batch_size = 8
     config.compare.groups = 2
     config.compare.tune_groups = 1
     config.compare.val_groups = 1

@@ -1,5 +1,6 @@
-"""pudnet_jax: PudNet, a hypernetwork that predicts all parameters of a ConvNet for an
-unseen image dataset in one forward pass, in JAX/Flax."""
+"""pudnet_jax: PudNet, a hypernetwork that generates the convolution kernels of a ConvNet
+for an unseen image dataset in one forward pass (BatchNorm statistics are computed from
+that dataset; BatchNorm scale and bias are learned once and shared), in JAX/Flax."""
 
 import glob as _glob
 import os as _os

@@ -12,7 +12,6 @@ the group's prediction set; prototype methods classify by cosine to class centro
 trained heads by their argmax.
 """
 
-import functools
 import time
 from typing import Callable, Sequence
 
@@ -24,9 +23,9 @@ import optax
 from absl import logging
 
 from pudnet_jax import data as data_lib
-from pudnet_jax.evaluate import make_classify_fn
+from pudnet_jax.evaluate import labelled, make_classify_fn, make_stats_fn
 from pudnet_jax.losses import class_centroids, cosine_logits
-from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, random_init_params
 
 
 def gradient_centralization() -> optax.GradientTransformation:
@@ -106,22 +105,35 @@ def _supervised_epoch(model: TargetWithHead, tx, batch_size: int):
     return epoch
 
 
-def head_accuracy_fn(spec: TargetSpec, num_classes: int):
-    """Accuracy of target+head with BatchNorm statistics from the prediction set."""
+def head_accuracy_fn(spec: TargetSpec, num_classes: int, chunk_size: int = 500):
+    """Accuracy of target+head: BatchNorm statistics from `stats_images` (the prediction
+    set, or a fixed subsample of a large one), test images scored in chunks."""
     stats_model = TargetWithHead(spec.stats_module, num_classes)
     model = TargetWithHead(spec.module(), num_classes)
 
-    def accuracy(params, support, test, test_labels):
+    @jax.jit
+    def stats(params, images):
         zero = {'target': spec.zero_batch_stats()}
-        _, upd = stats_model.apply({'params': params, 'batch_stats': zero}, support,
+        _, upd = stats_model.apply({'params': params, 'batch_stats': zero}, images,
                                    train=True, mutable=['batch_stats'])
-        logits = model.apply({'params': params, 'batch_stats': upd['batch_stats']}, test)
-        return jnp.mean(jnp.argmax(logits, -1) == test_labels)
-    return jax.jit(accuracy)
+        return upd['batch_stats']
+
+    @jax.jit
+    def correct(params, batch_stats, images, labels):
+        logits = model.apply({'params': params, 'batch_stats': batch_stats}, images)
+        return jnp.sum(jnp.argmax(logits, -1) == labels)
+
+    def accuracy(params, stats_images, test, test_labels):
+        batch_stats = stats(params, stats_images)
+        hits = sum(int(correct(params, batch_stats, test[i:i + chunk_size],
+                               test_labels[i:i + chunk_size]))
+                   for i in range(0, len(test), chunk_size))
+        return hits / len(test)
+    return accuracy
 
 
 class GroupTrainer:
-    """Trains target + linear head on one group's prediction set and records the test
+    """Trains target + linear head on a labelled prediction set and records the test
     accuracy and the cumulative training seconds at each milestone epoch."""
 
     def __init__(self, spec: TargetSpec, ways: int, batch_size: int, optimizer: str):
@@ -140,14 +152,20 @@ class GroupTrainer:
 
     def curve(self, group: data_lib.Episodes, lr: float, milestones: Sequence[int], seed: int,
               init_target_vars: dict | None = None) -> tuple[list[float], list[float]]:
-        if group.support.shape[0] < self.batch_size:
+        """On a group: trains on its whole (labelled) prediction set, tests on its test set."""
+        return self.fit(group.support, group.support_labels, group.support, group.query,
+                        group.query_labels, lr, milestones, seed, init_target_vars)
+
+    def fit(self, images, labels, stats_images, test, test_labels, lr: float,
+            milestones: Sequence[int], seed: int, init_target_vars: dict | None = None
+            ) -> tuple[list[float], list[float]]:
+        if images.shape[0] < self.batch_size:
             raise ValueError(f'batch_size {self.batch_size} exceeds the prediction set '
-                             f'({group.support.shape[0]} images).')
+                             f'({images.shape[0]} images).')
         key = jax.random.PRNGKey(seed)
         variables = self.init(key, init_target_vars)
         params, stats = variables['params'], variables['batch_stats']
         opt_state = init_opt_state(self.tx, params, lr)
-        images, labels = group.support, group.support_labels
         accs, seconds, elapsed = [], [], 0.0
         for e in range(1, max(milestones) + 1):
             t0 = time.perf_counter()
@@ -156,46 +174,48 @@ class GroupTrainer:
             jax.block_until_ready(params)
             elapsed += time.perf_counter() - t0
             if e in milestones:
-                accs.append(float(self.accuracy(params, group.support, group.query,
-                                                group.query_labels)))
+                accs.append(float(self.accuracy(params, stats_images, test, test_labels)))
                 seconds.append(elapsed)
         return accs, seconds
 
 
-@functools.lru_cache(maxsize=None)
-def _stats_fn(spec: TargetSpec):
-    return jax.jit(lambda params, support: apply_with_dataset_stats(spec, params, support)[2])
-
-
 def prototype_stats(spec: TargetSpec, params, group: data_lib.Episodes):
     """BatchNorm statistics of a target with `params` on the group's prediction set."""
-    return _stats_fn(spec)(params, group.support)
+    return make_stats_fn(spec)(params, group.support)['batch_stats']
 
 
-def fixed_stats_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
-    """Prototype accuracy of fixed target variables, BatchNorm statistics included."""
+def fixed_stats_accuracy_fn(spec: TargetSpec, ways: int, shots: int) -> Callable:
+    """Prototype accuracy of fixed target variables, BatchNorm statistics included;
+    centroids from the group's `shots` labelled images per class."""
     classify = make_classify_fn(spec, ways)
 
     def accuracy(variables, group: data_lib.Episodes) -> float:
-        pred = classify(variables, group.support, group.support_labels, group.query)
+        pred = classify(variables, *labelled(group, ways, shots), group.query)
         return float(np.mean(np.asarray(pred) == group.query_labels))
     return accuracy
 
 
-def prototype_accuracy_fn(spec: TargetSpec, ways: int) -> Callable:
-    """Prototype accuracy of fixed target params on a group (BN stats from its support)."""
-    with_stats = fixed_stats_accuracy_fn(spec, ways)
-    return lambda params, group: with_stats(
-        {'params': params, 'batch_stats': prototype_stats(spec, params, group)}, group)
+def prototype_accuracy_fn(spec: TargetSpec, ways: int, shots: int) -> Callable:
+    """Prototype accuracy of fixed target params on a group (BN stats from its whole
+    prediction set, centroids from its labelled images)."""
+    with_stats = fixed_stats_accuracy_fn(spec, ways, shots)
+    return lambda params, group: with_stats(make_stats_fn(spec)(params, group.support), group)
 
 
-def random_init_params(spec: TargetSpec, seed: int) -> dict:
-    x = jnp.zeros((2,) + spec.image_shape)
-    return spec.module().init(jax.random.PRNGKey(seed), x)['params']
+def time_to_reach(seconds, accuracies, target: float, chance: float):
+    """Seconds at which a training curve first reaches `target`, interpolating linearly
+    between milestones (the curve starts at (0 s, chance)); None if it never does."""
+    points = [(0.0, chance)] + list(zip(seconds, accuracies))
+    for (t0, a0), (t1, a1) in zip(points, points[1:]):
+        if a1 >= target:
+            if a0 >= target:
+                return t0
+            return t0 + (target - a0) / (a1 - a0) * (t1 - t0)
+    return None
 
 
 def train_pretrained(spec: TargetSpec, pool, train_classes: Sequence[int], val_groups,
-                     epochs: int, batch_size: int, lr: float, seed: int, ways: int):
+                     epochs: int, batch_size: int, lr: float, seed: int, ways: int, shots: int):
     """Supervised training with a full linear head on all training classes; keeps the
     epoch whose target gives the best prototype accuracy on the validation groups.
     Returns (target variables with its running BatchNorm statistics, seconds, best epoch,
@@ -210,7 +230,7 @@ def train_pretrained(spec: TargetSpec, pool, train_classes: Sequence[int], val_g
     params, stats = variables['params'], variables['batch_stats']
     opt_state = tx.init(params)
     epoch_fn = _supervised_epoch(model, tx, batch_size)
-    proto = prototype_accuracy_fn(spec, ways)
+    proto = prototype_accuracy_fn(spec, ways, shots)
     best = (-1.0, None, 0)
     t0 = time.perf_counter()
     for e in range(1, epochs + 1):
@@ -226,10 +246,12 @@ def train_pretrained(spec: TargetSpec, pool, train_classes: Sequence[int], val_g
 
 def train_protonet(spec: TargetSpec, sampler: data_lib.EpisodeSampler, val_groups,
                    steps: int, episodes_per_step: int, eval_every: int, lr: float,
-                   tau: float, seed: int, ways: int):
+                   tau: float, seed: int, eval_ways: int, eval_shots: int):
     """Episodic training of the target with the metric loss; early stopping on the
-    validation groups (long runs overfit the few training classes).
+    validation groups (long runs overfit the few training classes). Training episodes
+    have the sampler's `ways` (config.train.ways); validation groups `eval_ways`.
     Returns (target params, seconds, best step, validation accuracy)."""
+    train_ways = sampler.ways
     params = random_init_params(spec, seed)
     tx = optax.adam(lr)
     opt_state = tx.init(params)
@@ -240,7 +262,7 @@ def train_protonet(spec: TargetSpec, sampler: data_lib.EpisodeSampler, val_group
             losses = []
             for e in range(batch.support.shape[0]):   # unrolled, as PudNet's CPU default
                 f_s, f_q, _ = apply_with_dataset_stats(spec, p, batch.support[e], batch.query[e])
-                u = class_centroids(f_s, batch.support_labels[e], ways)
+                u = class_centroids(f_s, batch.support_labels[e], train_ways)
                 logits = cosine_logits(f_q, u, tau)
                 losses.append(optax.softmax_cross_entropy_with_integer_labels(
                     logits, batch.query_labels[e]).mean())
@@ -249,7 +271,7 @@ def train_protonet(spec: TargetSpec, sampler: data_lib.EpisodeSampler, val_group
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    proto = prototype_accuracy_fn(spec, ways)
+    proto = prototype_accuracy_fn(spec, eval_ways, eval_shots)
     best = (-1.0, params, 0)
     t0 = time.perf_counter()
     for s in range(1, steps + 1):

@@ -6,11 +6,15 @@ scale) and compare.json (every number), with the headline *speedup at equal accu
 the time the best scratch baseline needs to reach PudNet's accuracy (interpolated along
 its epoch curve) divided by PudNet's time to predict.
 
-Groups: the test groups are the first `compare.groups` evaluation groups (the same draws
-as `results.json`'s). Learning rates are tuned on separate groups of the held-out
-classes (`compare.tune_groups`); Pretrained and ProtoNet pick their epoch/step on further
-separate validation groups (`compare.val_groups`). These draws may share images with the
-test groups, never a group.
+Groups: the test groups are the first `compare.groups` test groups (the same draws as
+`results.json`'s). Every setting of a baseline is selected on the validation role, which
+shares no class or image with the test groups (`evaluate.roles`): learning rates on
+`compare.tune_groups` validation groups, Pretrained's epoch and ProtoNet's step on
+`compare.val_groups` other validation groups. The controls (untrained, mean sketch) are
+rows, scored on the same test groups as everything else.
+
+With `eval.prediction_shots` above `eval.shots`, the outputs are named
+`compare_p<prediction_shots>.*` so the runs at both sizes sit side by side.
 """
 
 import csv
@@ -23,12 +27,13 @@ import numpy as np
 from absl import logging
 
 from pudnet_jax.files import write_json
-from pudnet_jax import baselines
+from pudnet_jax import baselines, controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import train as train_lib
 
-TUNE_OFFSET, VAL_OFFSET = 100_000, 200_000
+TUNE_OFFSET, VAL_OFFSET = 100_000, 200_000   # in the validation role's group stream
+time_to_reach = baselines.time_to_reach
 
 
 class Progress:
@@ -42,18 +47,6 @@ class Progress:
         eta = elapsed / max(done, 1) * (self.total - done)
         logging.info('%s: %d/%d  %s elapsed %.0fs, ETA %.0fs', self.name, done, self.total,
                      extra, elapsed, eta)
-
-
-def time_to_reach(seconds, accuracies, target: float, chance: float):
-    """Seconds at which a training curve first reaches `target`, interpolating linearly
-    between milestones (the curve starts at (0 s, chance)); None if it never does."""
-    points = [(0.0, chance)] + list(zip(seconds, accuracies))
-    for (t0, a0), (t1, a1) in zip(points, points[1:]):
-        if a1 >= target:
-            if a0 >= target:
-                return t0
-            return t0 + (target - a0) / (a1 - a0) * (t1 - t0)
-    return None
 
 
 def _row(method, accs, seconds=None, one_off=None, epochs=None, family='', note=''):
@@ -101,22 +94,25 @@ def run_compare(workdir: str, config=None) -> dict:
             pudnet_training = json.load(f)
     pudnet_train_seconds = (pudnet_training or {}).get('train_seconds')
 
-    c, ways = config.compare, config.eval.ways
+    c, e = config.compare, config.eval
+    ways, shots = e.ways, e.shots
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
-                              config.data.data_dir)
-    sampler = evaluate_lib.group_sampler(config, pool)
+                              config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+    sampler = evaluate_lib.group_sampler(config, pool, 'test')
+    validation = evaluate_lib.group_sampler(config, pool, 'validation')
     test = [sampler.sample(g, 1)[0] for g in range(c.groups)]
-    tune = [sampler.sample(TUNE_OFFSET + g, 1)[0] for g in range(c.tune_groups)]
-    val = [sampler.sample(VAL_OFFSET + g, 1)[0] for g in range(c.val_groups)]
+    tune = [validation.sample(TUNE_OFFSET + g, 1)[0] for g in range(c.tune_groups)]
+    val = [validation.sample(VAL_OFFSET + g, 1)[0] for g in range(c.val_groups)]
     chance = 1.0 / ways
     t_start = time.time()
     rows = []
 
     # PudNet: one forward pass per group, timed as in results.json.
     predict_c, scores_c, _ = evaluate_lib.compiled_predict_and_scores(model, spec, hyper_vars,
-                                                                      test[0], ways)
+                                                                      test[0], ways, shots)
     accs, secs, predicted = [], [], []
-    for g, v, scores, s in evaluate_lib.predict_groups(predict_c, scores_c, hyper_vars, test):
+    for g, v, scores, s in evaluate_lib.predict_groups(predict_c, scores_c, hyper_vars, test,
+                                                       ways, shots):
         accs.append(evaluate_lib.group_accuracy(scores, g.query_labels)[0])
         secs.append(s)
         predicted.append(v)
@@ -127,19 +123,29 @@ def run_compare(workdir: str, config=None) -> dict:
     logging.info('PudNet: %.4f on %d groups, %.1f ms per group', pudnet_acc, len(test),
                  1000 * pudnet_seconds)
 
-    # Random-init target with prototypes: what the hypernetwork adds.
-    proto = baselines.prototype_accuracy_fn(spec, ways)
-    rows.append(_row('Random init + prototypes',
-                     [proto(baselines.random_init_params(spec, i), g) for i, g in enumerate(test)],
-                     seconds=0.0, family='control', note='untrained target'))
+    # The controls, as in results.json: untrained target, mean-sketch network.
+    params = controls.control_params(config, model, spec, hyper_vars, pool, workdir)
+    control_accs = {name: [] for name in params}
+    for g in test:
+        for name, a in evaluate_lib.control_accuracies(spec, params, scores_c, g, ways,
+                                                       shots).items():
+            control_accs[name].append(a)
+    gains = controls.summarize(accs, control_accs)
+    rows.append(_row('Untrained + prototypes', [np.mean(a) for a in control_accs['untrained']],
+                     seconds=0.0, family='control',
+                     note=f"random init, mean of {len(params['untrained'])} seeds"))
+    rows.append(_row('Mean-sketch network', [np.mean(a) for a in control_accs['mean_sketch']],
+                     family='mean_sketch',
+                     note="generated from the training pool's mean sketch"))
+    proto = baselines.prototype_accuracy_fn(spec, ways, shots)
 
     # Pretrained (full head on all training classes) and ProtoNet, then prototypes.
     t = config.train
     pretrained, pre_s, pre_epoch, _ = baselines.train_pretrained(
         spec, pool, config.data.train_classes, val, c.pretrain_epochs, c.pretrain_batch_size,
-        c.pretrain_learning_rate, config.seed, ways)
+        c.pretrain_learning_rate, config.seed, ways, shots)
     pre_note = f'{len(config.data.train_classes)}-way head, best epoch {pre_epoch}'
-    with_own_stats = baselines.fixed_stats_accuracy_fn(spec, ways)
+    with_own_stats = baselines.fixed_stats_accuracy_fn(spec, ways, shots)
     rows.append(_row('Pretrained', [with_own_stats(pretrained, g) for g in test], one_off=pre_s,
                      family='pretrained', note=pre_note + ', its running BN statistics'))
     rows.append(_row('Pretrained + group BN stats', [proto(pretrained['params'], g) for g in test],
@@ -149,7 +155,7 @@ def run_compare(workdir: str, config=None) -> dict:
                                             t.queries, seed=config.seed + 1)
     protonet, proto_s, proto_step, _ = baselines.train_protonet(
         spec, train_sampler, val, c.protonet_steps, t.episodes_per_step, c.protonet_eval_every,
-        t.learning_rate, config.loss.temperature, config.seed, ways)
+        t.learning_rate, config.loss.temperature, config.seed, ways, shots)
     rows.append(_row('ProtoNet', [proto(protonet, g) for g in test], one_off=proto_s,
                      family='protonet', note=f'metric loss, best step {proto_step}'))
     logging.info('Pretrained %.4f / %.4f, ProtoNet %.4f', rows[-3]['accuracy'],
@@ -184,11 +190,16 @@ def run_compare(workdir: str, config=None) -> dict:
 
     speedup = _speedup(curves, pudnet_acc, pudnet_seconds, chance)
     summary = {'preset': config.data.name, 'target': spec.name, 'ways': ways,
-               'shots': config.eval.shots, 'test_shots': config.eval.test_shots,
-               'groups': len(test), 'backend': jax.default_backend(), 'rows': rows,
-               'curves': curves, 'speedup': speedup,
-               'compare_seconds': round(time.time() - t_start, 1)}
-    write_outputs(summary, workdir)
+               'shots': shots, 'prediction_shots': evaluate_lib.prediction_shots(e),
+               'test_shots': e.test_shots, 'groups': len(test),
+               'roles': evaluate_lib.roles(config, pool).how,
+               'selection': f'{c.tune_groups} validation groups for learning rates, '
+                            f'{c.val_groups} for Pretrained epoch / ProtoNet step',
+               'backend': jax.default_backend(), 'rows': rows, 'curves': curves,
+               'speedup': speedup, 'compare_seconds': round(time.time() - t_start, 1)}
+    summary.update(gains)
+    summary['verdict'] = controls.verdict(dict(gains, accuracy=pudnet_acc))
+    write_outputs(summary, workdir, output_name(config))
     return summary
 
 
@@ -220,16 +231,32 @@ def _fmt_seconds(s):
     return '-' if s is None else (f'{1000 * s:.1f} ms' if s < 1 else f'{s:.2f} s')
 
 
-def write_outputs(summary: dict, workdir: str) -> None:
+def output_name(config) -> str:
+    """'compare', or 'compare_p<N>' when groups predict from N > shots images per class."""
+    p = evaluate_lib.prediction_shots(config.eval)
+    return 'compare' if p == config.eval.shots else f'compare_p{p}'
+
+
+def write_outputs(summary: dict, workdir: str, name: str = 'compare') -> None:
     rows = summary['rows']
-    write_json(os.path.join(workdir, 'compare.json'), summary)
-    with open(os.path.join(workdir, 'compare.csv'), 'w', newline='') as f:
+    out = lambda ext: os.path.join(workdir, f'{name}.{ext}')
+    write_json(out('json'), summary)
+    with open(out('csv'), 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     lines = [f"# PudNet vs baselines: {summary['preset']}, {summary['target']}, "
-             f"{summary['ways']}-way, {summary['shots']} prediction + {summary['test_shots']} "
-             f"test images per class, {summary['groups']} groups ({summary['backend']})", '',
+             f"{summary['ways']}-way, per class {summary['prediction_shots']} prediction images "
+             f"({summary['shots']} of them labelled for the centroids; scratch and fine-tuning "
+             f"train on all, labelled) + {summary['test_shots']} test images, "
+             f"{summary['groups']} test groups ({summary['backend']})", '',
+             f"Roles: {summary['roles']}; baselines' settings selected on the validation "
+             f"role ({summary['selection']}).", '',
+             f"**Controls:** conditioning gain (PudNet − mean-sketch network, paired) "
+             f"{100 * summary['conditioning_gain']:+.2f} ± "
+             f"{100 * summary['conditioning_gain_ci95']:.2f} points; gain over the untrained "
+             f"network {100 * summary['gain_over_untrained']:+.2f} ± "
+             f"{100 * summary['gain_over_untrained_ci95']:.2f} points. {summary['verdict']}.", '',
              f"**Speedup at equal accuracy:** {summary['speedup']['text']}.", '',
              '| method | ACC (%) ± 95% CI | seconds to produce the network | one-off training | note |',
              '|---|---|---|---|---|']
@@ -237,9 +264,9 @@ def write_outputs(summary: dict, workdir: str) -> None:
         lines.append(f"| {r['method']} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
                      f"{_fmt_seconds(r['seconds'])} | {_fmt_seconds(r['one_off_seconds'])} | "
                      f"{r['note']} |")
-    with open(os.path.join(workdir, 'compare.md'), 'w') as f:
+    with open(out('md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
-    _plot(summary, os.path.join(workdir, 'compare.png'))
+    _plot(summary, out('png'))
     print('\n'.join(lines))
 
 
@@ -259,16 +286,17 @@ def _plot(summary: dict, path: str) -> None:
         if r['family'] == 'pudnet':
             ax.errorbar([r['seconds']], [100 * r['accuracy']], yerr=[100 * r['ci95']], fmt='*',
                         color='C2', ms=14, label=f"PudNet ({_fmt_seconds(r['seconds'])})")
-        elif r['family'] in ('pretrained', 'pretrained_bn', 'protonet', 'control'):
+        elif r['family'] in ('pretrained', 'pretrained_bn', 'protonet', 'control', 'mean_sketch'):
             ax.axhline(100 * r['accuracy'], ls=':' if r['family'] == 'pretrained_bn' else '--',
                        lw=1, color={'pretrained': 'C5', 'pretrained_bn': 'C5', 'protonet': 'C6',
-                                    'control': 'C7'}[r['family']],
+                                    'control': 'C7', 'mean_sketch': 'C8'}[r['family']],
                        label=r['method'] + ('' if 'prototypes' in r['method'] else ' (prototypes)'))
     ax.set_xscale('log')
     ax.set_xlabel('seconds to produce the network for one group (log scale)')
     ax.set_ylabel('held-out accuracy (%)')
     ax.set_title(f"{summary['preset']} / {summary['target']}: {summary['ways']}-way, "
-                 f"{summary['groups']} groups")
+                 f"{summary['prediction_shots']} prediction images per class, "
+                 f"{summary['groups']} groups", fontsize=10)
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=7, loc='lower right')
     fig.tight_layout()

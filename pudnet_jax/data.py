@@ -85,6 +85,52 @@ def split_pool(pool: Pool, predict_fraction: float, seed: int) -> tuple[Pool, Po
     return predict, test
 
 
+# ----------------------------------------------------------------------------- roles
+
+@dataclasses.dataclass(frozen=True)
+class Roles:
+    """The three disjoint roles of the intra-dataset protocol: training classes,
+    validation (model selection for PudNet and every baseline) and test, each a pool
+    and its class list. `how` says how validation was set apart."""
+    train: tuple[Pool, list[int]]
+    validation: tuple[Pool, list[int]]
+    test: tuple[Pool, list[int]]
+    how: str
+
+
+def split_roles(pool: Pool, train_classes: Sequence[int], val_classes: Sequence[int],
+                test_classes: Sequence[int], val_fraction: float, seed: int = 0) -> Roles:
+    """Training, validation and test pools, disjoint in classes and in images.
+
+    With `val_classes`, validation groups come from those classes (as the few-shot
+    literature's 64/16/20 splits). Without (a dataset with too few classes, such as the
+    MNIST default), each test class's images are split once (deterministic, `seed`):
+    a `val_fraction` part is reserved for validation groups and test groups never use it.
+    """
+    train, val, test = (list(map(int, c)) for c in (train_classes, val_classes, test_classes))
+    for (a, an), (b, bn) in (((train, 'train'), (test, 'test')), ((train, 'train'), (val, 'val')),
+                             ((val, 'val'), (test, 'test'))):
+        both = sorted(set(a) & set(b))
+        if both:
+            raise ValueError(f'config.data.{an}_classes and config.data.{bn}_classes must be '
+                             f'disjoint; both contain {both}.')
+    missing = [c for c in train + val + test if c not in pool]
+    if missing:
+        raise ValueError(f'classes {missing} are not in the dataset (it has classes '
+                         f'{sorted(pool)}).')
+    sub = lambda classes: {c: pool[c] for c in classes}
+    if val:
+        return Roles((sub(train), train), (sub(val), val), (sub(test), test),
+                     f'validation classes {val}')
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f'config.eval.val_fraction must be in (0, 1) when '
+                         f'config.data.val_classes is empty; got {val_fraction}.')
+    val_pool, test_pool = split_pool(sub(test), val_fraction, seed)
+    return Roles((sub(train), train), (val_pool, test), (test_pool, test),
+                 f'{val_fraction:g} of each test class\'s images reserved for validation '
+                 f'(seed {seed})')
+
+
 # ----------------------------------------------------------------------------- episodes
 
 @flax.struct.dataclass

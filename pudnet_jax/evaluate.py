@@ -1,13 +1,16 @@
 """The paper's intra-dataset protocol: G groups from the held-out classes.
 
-Each group is a prediction set (`shots` labelled images per class: sketch, BatchNorm
-statistics and centroids) and a disjoint test set of the same classes (`test_shots` per
-class). Reports accuracy mean and 95% CI (1.96·std/√G), the median time to predict one
-group's parameters after compilation, and the compile time separately.
+Each group is a prediction set (`prediction_shots` images per class: the sketch and the
+BatchNorm statistics; the first `shots` of them, labelled, give the class centroids) and
+a disjoint test set of the same classes (`test_shots` per class). Test groups and
+validation groups (model selection) come from disjoint roles (`roles`). Reports accuracy
+mean and 95% CI (1.96·std/√G) beside its controls on the same groups (`controls`), the
+median time to predict one group's parameters after compilation, and the compile time.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -17,12 +20,15 @@ import numpy as np
 from absl import logging
 
 from pudnet_jax.files import write_json
+from pudnet_jax import controls
 from pudnet_jax import data as data_lib
+from pudnet_jax.controls import mean_ci95  # noqa: F401  (re-exported)
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import class_centroids, cosine_logits
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 RESULTS_FILE = 'results.json'
+VALIDATION_SEED_OFFSET = 1_000_003   # validation groups' sampler seed: eval.seed + this
 
 
 def make_predict_fn(model: PudNet, spec: TargetSpec):
@@ -48,10 +54,10 @@ def make_scores_fn(spec: TargetSpec, ways: int):
     the labelled images' features, shape (test, ways)."""
     target = spec.module()
 
-    def scores(variables, support, support_labels, test):
-        f_s = target.apply(variables, support, train=False)
+    def scores(variables, labelled, labelled_labels, test):
+        f_s = target.apply(variables, labelled, train=False)
         f_t = target.apply(variables, test, train=False)
-        return cosine_logits(f_t, class_centroids(f_s, support_labels, ways), 1.0)
+        return cosine_logits(f_t, class_centroids(f_s, labelled_labels, ways), 1.0)
     return jax.jit(scores)
 
 
@@ -61,10 +67,50 @@ def make_classify_fn(spec: TargetSpec, ways: int):
     return jax.jit(lambda *args: jnp.argmax(scores(*args), -1))
 
 
-def group_sampler(config, pool) -> data_lib.EpisodeSampler:
+@functools.lru_cache(maxsize=None)
+def make_stats_fn(spec: TargetSpec):
+    """(target params, prediction images) → the full variables, BatchNorm statistics
+    from those images: how a control's fixed parameters become a network for a group."""
+    stats = jax.jit(lambda params, images: apply_with_dataset_stats(spec, params, images)[2])
+    return lambda params, images: {'params': params, 'batch_stats': stats(params, images)}
+
+
+def roles(config, pool) -> data_lib.Roles:
+    """Training, validation and test pools of the intra-dataset protocol (disjoint)."""
+    d, e = config.data, config.eval
+    return data_lib.split_roles(pool, d.train_classes, d.get('val_classes') or (),
+                                d.test_classes, e.get('val_fraction', 0.3),
+                                e.get('split_seed', 0))
+
+
+def prediction_shots(e) -> int:
+    """Images per class a network is predicted from (sketch, BatchNorm statistics); the
+    first `eval.shots` of them are the labelled images of the centroids."""
+    p = e.get('prediction_shots') or e.shots
+    if p < e.shots:
+        raise ValueError(f'config.eval.prediction_shots ({p}) must be >= config.eval.shots '
+                         f'({e.shots}): the labelled images are part of the prediction set.')
+    return p
+
+
+def group_sampler(config, pool, split: str = 'test') -> data_lib.EpisodeSampler:
+    """Groups of the test role (`split='test'`) or of the validation role."""
     e = config.eval
-    return data_lib.EpisodeSampler(pool, config.data.test_classes, e.ways, e.shots,
-                                   e.test_shots, seed=e.seed, what='evaluation groups')
+    r = roles(config, pool)
+    if split not in ('test', 'validation'):
+        raise ValueError(f"split must be 'test' or 'validation', got {split!r}.")
+    part, classes = r.test if split == 'test' else r.validation
+    seed = e.seed if split == 'test' else e.seed + VALIDATION_SEED_OFFSET
+    return data_lib.EpisodeSampler(part, classes, e.ways, prediction_shots(e), e.test_shots,
+                                   seed=seed, what=f'{split} groups')
+
+
+def labelled(group: data_lib.Episodes, ways: int, shots: int):
+    """The labelled images of a group (the first `shots` of each class of its prediction
+    set, which is class-major) and their labels: what the centroids are built from."""
+    per_class = group.support.shape[0] // ways
+    idx = (np.arange(ways)[:, None] * per_class + np.arange(shots)).ravel()
+    return group.support[idx], group.support_labels[idx]
 
 
 def group_accuracy(scores, labels, top_k: int = 0) -> tuple[float, float | None]:
@@ -87,77 +133,99 @@ def accuracy_summary(accuracies, top_ks, top_k: int) -> dict:
     return summary
 
 
-def mean_ci95(values) -> tuple[float, float]:
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), float(1.96 * values.std() / np.sqrt(len(values)))
-
-
 def timed_compile(jitted, *args):
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
 
-def compiled_predict_and_scores(model: PudNet, spec: TargetSpec, hyper_vars, first, ways: int):
+def compiled_predict_and_scores(model: PudNet, spec: TargetSpec, hyper_vars, first,
+                                ways: int, shots: int):
     """Compiled prediction and scoring executables for groups shaped like `first`, and the
     prediction's compile time (seconds)."""
     predict_c, compile_s = timed_compile(make_predict_fn(model, spec), hyper_vars, first.support)
     variables = predict_c(hyper_vars, first.support)
-    scores_c, _ = timed_compile(make_scores_fn(spec, ways), variables, first.support,
-                                first.support_labels, first.query)
+    scores_c, _ = timed_compile(make_scores_fn(spec, ways), variables,
+                                *labelled(first, ways, shots), first.query)
     return predict_c, scores_c, compile_s
 
 
-def predict_groups(predict_c, scores_c, hyper_vars, groups):
-    """For each group: (the group, predicted target variables, scores of its test images against the
-    class centroids, seconds to predict). The one PudNet evaluation loop, shared by
-    `evaluate` and `--mode=compare`; the timing covers the forward pass only."""
+def predict_groups(predict_c, scores_c, hyper_vars, groups, ways: int, shots: int):
+    """For each group: (the group, predicted target variables, scores of its test images
+    against the class centroids, seconds to predict). The one PudNet evaluation loop,
+    shared by `evaluate` and `--mode=compare`; the timing covers the forward pass only."""
     for group in groups:
         t0 = time.perf_counter()
         variables = jax.block_until_ready(predict_c(hyper_vars, group.support))
         seconds = time.perf_counter() - t0
-        scores = np.asarray(scores_c(variables, group.support, group.support_labels,
-                                     group.query))
+        scores = np.asarray(scores_c(variables, *labelled(group, ways, shots), group.query))
         yield group, variables, scores, seconds
 
 
-def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
+def control_accuracies(spec: TargetSpec, params_by_control: dict, scores_fn, group, ways: int,
+                       shots: int) -> dict:
+    """{control: [accuracy of each of its networks]} on one group, each network given
+    BatchNorm statistics from the group's prediction set and scored like PudNet's."""
+    with_stats = make_stats_fn(spec)
+    return {name: [group_accuracy(scores_fn(with_stats(p, group.support),
+                                            *labelled(group, ways, shots), group.query),
+                                  group.query_labels)[0] for p in params_list]
+            for name, params_list in params_by_control.items()}
+
+
+def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=None,
+             split: str = 'test', quiet: bool = False) -> dict:
+    """PudNet and its controls on the groups of one role: `eval.groups` test groups, or
+    `eval.val_groups` validation groups (model selection)."""
     e = config.eval
-    sampler = group_sampler(config, pool)
+    sampler = group_sampler(config, pool, split)
+    num_groups = e.groups if split == 'test' else e.get('val_groups', 100)
     top_k = e.get('top_k') or 0
 
     first = sampler.sample(0, 1)[0]
     predict_c, scores_c, compile_s = compiled_predict_and_scores(model, spec, hyper_vars,
-                                                                 first, e.ways)
-    groups = (first if g == 0 else sampler.sample(g, 1)[0] for g in range(e.groups))
+                                                                 first, e.ways, e.shots)
+    params = controls.control_params(config, model, spec, hyper_vars, pool, workdir)
+    groups = (first if g == 0 else sampler.sample(g, 1)[0] for g in range(num_groups))
     accuracies, top_ks, seconds = [], [], []
-    for group, _, scores, s in predict_groups(predict_c, scores_c, hyper_vars, groups):
+    control_accs = {name: [] for name in params}
+    for group, _, scores, s in predict_groups(predict_c, scores_c, hyper_vars, groups,
+                                              e.ways, e.shots):
         seconds.append(s)
         top1, top = group_accuracy(scores, group.query_labels, top_k)
         accuracies.append(top1)
         if top is not None:
             top_ks.append(top)
+        for name, accs in control_accuracies(spec, params, scores_c, group, e.ways,
+                                             e.shots).items():
+            control_accs[name].append(accs)
     results = accuracy_summary(accuracies, top_ks, top_k)
+    results.update(controls.summarize(accuracies, control_accs))
     results.update({
-        'groups': e.groups, 'ways': e.ways, 'shots': e.shots,
-        'test_shots': e.test_shots, 'target': spec.name, 'dataset': config.data.name,
-        'test_classes': list(config.data.test_classes),
+        'split': split, 'groups': num_groups, 'ways': e.ways, 'shots': e.shots,
+        'prediction_shots': prediction_shots(e), 'test_shots': e.test_shots,
+        'target': spec.name, 'dataset': config.data.name,
+        'test_classes': list(sampler.classes), 'roles': roles(config, pool).how,
         'predict_seconds': float(np.median(seconds)), 'compile_seconds': compile_s,
         'backend': jax.default_backend(),
     })
-    logging.info('Evaluation: accuracy %.4f ± %.4f over %d groups.', results['accuracy'],
-                 results['ci95'], e.groups)
-    print(format_results(results))
+    controls.log_summary(results, f'Evaluation ({split}, {num_groups} groups)')
+    if not quiet:
+        print(format_results(results))
     return results
 
 
 def format_results(r: dict) -> str:
+    what = 'test' if r.get('split', 'test') == 'test' else 'validation (model selection)'
     rows = [
         ('dataset / target', f"{r['dataset']} held-out classes {r['test_classes']} / {r['target']}"),
-        ('protocol', f"{r['groups']} groups, {r['ways']}-way, {r['shots']} prediction + "
-                     f"{r['test_shots']} test images per class"),
-        ('accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
-    ] + top_k_rows(r) + [
+        ('protocol', f"{what}: {r['groups']} groups, {r['ways']}-way; per class "
+                     f"{r.get('prediction_shots', r['shots'])} prediction images (sketch, BN "
+                     f"statistics), the first {r['shots']} of them labelled (centroids), "
+                     f"{r['test_shots']} test images"),
+        ('PudNet accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
+    ] + top_k_rows(r) + controls.table_rows(r) + [
+        ('verdict', controls.verdict(r)),
         ('time to predict', f"{1000 * r['predict_seconds']:.1f} ms per group (median, "
                             f"{r['backend']}), compile {r['compile_seconds']:.2f} s"),
     ]

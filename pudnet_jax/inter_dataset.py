@@ -20,6 +20,7 @@ Steps 1-3 are "the time to predict", timed after a first (compiling) run.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -29,6 +30,7 @@ import numpy as np
 from absl import logging
 
 from pudnet_jax.files import write_json
+from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import sources
@@ -86,16 +88,20 @@ def make_predictor(model: PudNet, spec: TargetSpec, chunk_size: int, bn_images: 
     generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
     stats = jax.jit(lambda p, x: apply_with_dataset_stats(spec, p, data_lib.normalize(x))[2])
 
-    def predict(hyper_vars, images):
+    def predict(hyper_vars, images, params=None):
+        """PudNet's network for `images`; with `params` (a control's fixed parameters),
+        only their BatchNorm statistics, from the same subsample."""
         data_lib.check_images(images, spec.image_shape, 'prediction images')
-        sketch = streaming_sketch(lambda c: encode(hyper_vars, c), images, chunk_size)
-        params = generate(hyper_vars, sketch)
+        if params is None:
+            sketch = streaming_sketch(lambda c: encode(hyper_vars, c), images, chunk_size)
+            params = generate(hyper_vars, sketch)
         n = images.shape[0]
         pick = np.sort(np.random.default_rng(seed).choice(n, min(bn_images, n), replace=False))
         return jax.block_until_ready({'params': params, 'batch_stats': stats(params, images[pick])})
     return predict
 
 
+@functools.lru_cache(maxsize=None)
 def features_in_chunks(spec: TargetSpec, chunk_size: int):
     apply = jax.jit(lambda v, x: spec.module().apply(v, data_lib.normalize(x), train=False))
 
@@ -136,9 +142,10 @@ def predict_variables(e, model, spec, hyper_vars, predict_pool) -> tuple[dict, d
                        'chunk_size': e.chunk_size, 'backend': jax.default_backend()}
 
 
-def score(e, spec, variables, predict_pool, test_pool) -> dict:
+def score(e, spec, variables, predict_pool, test_pool, per_draw: bool = False):
     """N-way accuracy (all classes) on the test pool, centroids from `e.shots` labelled
-    prediction images per class, mean ± 95% CI over `e.draws` draws of them."""
+    prediction images per class, mean ± 95% CI over `e.draws` draws of them (the same
+    draws for every network). With `per_draw`, also the list of per-draw accuracies."""
     features = features_in_chunks(spec, e.chunk_size)
     classes = sorted(predict_pool)
     test_images, _, _ = flatten({c: test_pool[c] for c in classes})
@@ -161,21 +168,42 @@ def score(e, spec, variables, predict_pool, test_pool) -> dict:
     results.update({'groups': e.draws, 'ways': ways, 'shots': e.shots, 'test_shots': None,
                     'target': spec.name, 'protocol': 'inter', 'draws': e.draws,
                     'test_images': int(len(test_images))})
+    return (results, accuracies) if per_draw else results
+
+
+def score_with_controls(config, model, spec, hyper_vars, variables, predict_pool, test_pool,
+                        pool=None, workdir=None) -> dict:
+    """`score` of PudNet's network and of the controls' (`controls`) on the same draws:
+    the controls' BatchNorm statistics come from the same prediction subsample."""
+    e = config.eval
+    results, accs = score(e, spec, variables, predict_pool, test_pool, per_draw=True)
+    images, _, _ = flatten(predict_pool)
+    predictor = make_predictor(model, spec, e.chunk_size, e.bn_images, e.seed)
+    control_accs = {}
+    for name, params_list in controls.control_params(config, model, spec, hyper_vars, pool,
+                                                     workdir).items():
+        per_net = [score(e, spec, predictor(hyper_vars, images, params), predict_pool,
+                         test_pool, per_draw=True)[1] for params in params_list]
+        control_accs[name] = [list(draw) for draw in zip(*per_net)]
+    results.update(controls.summarize(accs, control_accs))
     return results
 
 
-def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None) -> dict:
+def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None,
+             pool=None) -> dict:
+    """PudNet's network for the target dataset and its controls; `pool` (the training
+    data, for the mean sketch) is loaded when not given and not cached in the workdir."""
     e = config.eval
     h, w, c = spec.image_shape
     names, predict_pool, test_pool, record = load_parts(e, h, c, config.data.get('cache_dir'))
     variables, timing = predict_variables(e, model, spec, hyper_vars, predict_pool)
-    results = score(e, spec, variables, predict_pool, test_pool)
+    results = score_with_controls(config, model, spec, hyper_vars, variables, predict_pool,
+                                  test_pool, pool, workdir)
     results.update(timing, dataset=e.dataset, train_dataset=config.data.name,
                    test_classes=list(names), split=record)
     if workdir:
         write_json(os.path.join(workdir, SPLIT_FILE), record)
-    logging.info('Inter-dataset evaluation on %s: accuracy %.4f ± %.4f over %d draws.',
-                 e.dataset, results['accuracy'], results['ci95'], e.draws)
+    controls.log_summary(results, f'Inter-dataset evaluation on {e.dataset}')
     print(format_results(results))
     return results
 
@@ -187,8 +215,10 @@ def format_results(r: dict) -> str:
                      f"{r['prediction_images']} prediction images, BN statistics from "
                      f"{r['bn_images']}, centroids from {r['shots']} labelled images per "
                      f"class, {r['test_images']} test images, {r['draws']} draws"),
-        ('accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
+        ('PudNet accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
     ] + evaluate_lib.top_k_rows(r)
+    if 'controls' in r:
+        rows += controls.table_rows(r, 'draws') + [('verdict', controls.verdict(r))]
     rows.append(('time to predict', f"{r['predict_seconds']:.3f} s ({r['backend']}; first "
                                     f"call with compilation {r['first_predict_seconds']:.2f} s)"))
     return evaluate_lib.format_table(rows)

@@ -19,14 +19,18 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from pudnet_jax.files import write_json
+from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import inter_dataset
 from pudnet_jax import train as train_lib
 from pudnet_jax.targets import make_target
 
 METADATA_FILE = 'network.json'
+REPORT_FILE = 'report.json'      # --data: the report, also inside network.json
 
 
 def save_variables(path: str, variables: dict, metadata: dict) -> None:
@@ -86,7 +90,8 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
         target, loaded, _ = load_variables(path)
         classify = evaluate_lib.make_classify_fn(spec, len(class_ids))
         assert target == spec.module()
-        pred = classify(loaded, group.support, group.support_labels, group.query)
+        pred = classify(loaded, *evaluate_lib.labelled(group, len(class_ids), config.eval.shots),
+                        group.query)
         accuracy = float(np.mean(np.asarray(pred) == group.query_labels))
         report = dict(group=g, path=path, classes=class_ids,
                       prediction_images=int(group.support.shape[0]),
@@ -120,7 +125,6 @@ def predict_inter_target(workdir: str, config, model, spec, hyper_vars,
                          output_dir: str) -> dict:
     """An inter-dataset workdir's `--mode=predict`: the network for the whole target
     dataset's prediction part, saved, reloaded and scored on its test part."""
-    from pudnet_jax import inter_dataset
     e = config.eval
     h, _, c = spec.image_shape
     names, predict_pool, test_pool, _ = inter_dataset.load_parts(
@@ -130,8 +134,9 @@ def predict_inter_target(workdir: str, config, model, spec, hyper_vars,
     metadata = _metadata(spec, e.dataset, names, timing['prediction_images'])
     save_variables(path, variables, metadata)
     _, loaded, _ = load_variables(path)
-    report = dict(inter_dataset.score(e, spec, loaded, predict_pool, test_pool), **timing,
-                  path=path, dataset=e.dataset, train_dataset=config.data.name)
+    scored = inter_dataset.score_with_controls(config, model, spec, hyper_vars, loaded,
+                                               predict_pool, test_pool, workdir=workdir)
+    report = dict(scored, **timing, path=path, dataset=e.dataset, train_dataset=config.data.name)
     metadata['report'] = report
     write_json(os.path.join(path, METADATA_FILE), metadata)
     print(inter_dataset.format_results(report) + f'\nsaved -> {path}')
@@ -141,24 +146,28 @@ def predict_inter_target(workdir: str, config, model, spec, hyper_vars,
 def folder_settings(config) -> 'ml_collections.ConfigDict':
     """Protocol settings for a user's folder: the config's inter-dataset settings where it
     has them, else the paper's (10 labelled images per class, 20 draws)."""
-    import ml_collections
     e, p = config.eval, config.predict
     return ml_collections.ConfigDict({
         'shots': e.shots, 'draws': e.get('draws', 20), 'chunk_size': e.get('chunk_size', 500),
         'bn_images': e.get('bn_images', 1000), 'seed': e.seed, 'top_k': e.get('top_k'),
+        'untrained_seeds': e.get('untrained_seeds', 3),
+        'mean_sketch_images': e.get('mean_sketch_images', 500),
         'predict_fraction': 1.0 - p.get('holdout_fraction', 0.2)})
 
 
-def predict_folder(workdir: str, folder: str, config=None, output_dir: str | None = None) -> dict:
+def predict_folder(workdir: str, folder: str, config=None, output_dir: str | None = None,
+                   baselines: bool | None = None) -> dict:
     """`--mode=predict --data=<folder>`: one subfolder of images per class.
 
     Each class is split (seeded, deterministic) into a prediction part (80%: sketch,
     BatchNorm statistics, labelled images for the centroids) and a held-out part (20%:
     the reported accuracy). Images are converted to the hypernetwork's image size and
     channels. The predicted variables are saved, reloaded, and the reloaded network is
-    what the accuracy is measured on.
+    what the accuracy is measured on, beside the controls (`controls`) on the same draws
+    and, unless `baselines` is False (`--no-baselines`; default `config.predict.baselines`),
+    the curve the user would otherwise take (`folder_baselines`).
     """
-    from pudnet_jax import inter_dataset, sources
+    from pudnet_jax import sources
     config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir, config)
     e = folder_settings(config)
     h, _, c = spec.image_shape
@@ -175,7 +184,16 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     metadata = _metadata(spec, os.path.abspath(folder), names, timing['prediction_images'])
     save_variables(path, variables, metadata)
     _, loaded_vars, _ = load_variables(path)
-    result = inter_dataset.score(e, spec, loaded_vars, predict_pool, test_pool)
+    result = inter_dataset.score_with_controls(_with_eval(config, e), model, spec, hyper_vars,
+                                               loaded_vars, predict_pool, test_pool,
+                                               workdir=workdir)
+    if baselines is None:
+        baselines = config.predict.get('baselines', True)
+    if baselines:
+        result['baselines'] = folder_baselines(config, e, spec, loaded_vars, predict_pool,
+                                               test_pool, result['accuracy'],
+                                               timing['predict_seconds'])
+    result['verdict'] = payoff_line(result)
     corrupt = loaded.meta.get('corrupt_files', [])
     report = dict(result, **timing, path=path, folder=os.path.abspath(folder), classes=names,
                   images_per_class={n: int(len(loaded.pool[k])) for k, n in enumerate(names)
@@ -185,8 +203,72 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
                   from_cache=loaded.meta['from_cache'])
     metadata['report'] = report
     write_json(os.path.join(path, METADATA_FILE), metadata)
+    write_json(os.path.join(path, REPORT_FILE), report)
     print(format_folder_report(report))
     return report
+
+
+def _with_eval(config, e) -> ml_collections.ConfigDict:
+    """The config with its evaluation settings replaced by the folder protocol's `e`."""
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.eval = e
+    return out
+
+
+def folder_baselines(config, e, spec, predicted, predict_pool, test_pool, pudnet_accuracy,
+                     pudnet_seconds) -> dict:
+    """What the user would do without PudNet, on the same images: Adam from scratch on all
+    the folder's labelled prediction images, and PudNet's network fine-tuned on them (a
+    fresh linear head), at `config.predict.baseline_epochs`; each with its held-out
+    accuracy (BatchNorm statistics from the same prediction subsample as PudNet's) and
+    its training seconds (after compilation)."""
+    from pudnet_jax import baselines as baselines_lib
+    p = config.predict
+    images, labels, _ = inter_dataset.flatten(predict_pool)
+    test, test_labels, _ = inter_dataset.flatten({c: test_pool[c] for c in sorted(predict_pool)})
+    x, x_test = data_lib.normalize(images), data_lib.normalize(test)
+    pick = np.sort(np.random.default_rng(e.seed).choice(len(x), min(e.bn_images, len(x)),
+                                                        replace=False))
+    epochs, lr = tuple(p.baseline_epochs), float(p.baseline_learning_rate)
+    batch = min(int(p.baseline_batch_size), len(x))
+    trainer = baselines_lib.GroupTrainer(spec, len(predict_pool), batch, 'adam')
+    # Compile the step and the evaluation once, untimed.
+    trainer.fit(x[:batch], labels[:batch], x[pick], x_test[:batch], test_labels[:batch], lr,
+                [1], seed=0)
+    curves = {}
+    for name, init in (('adam_scratch', None), ('pudnet_finetune', predicted)):
+        accs, secs = trainer.fit(x, labels, x[pick], x_test, test_labels, lr, epochs, seed=0,
+                                 init_target_vars=init)
+        curves[name] = {'epochs': list(epochs), 'accuracy': accs, 'seconds': secs}
+        logging.info('--data baseline %s: %s', name,
+                     ', '.join(f'{ep} ep {100 * a:.2f} % in {s:.2f} s'
+                               for ep, a, s in zip(epochs, accs, secs)))
+    chance = 1.0 / len(predict_pool)
+    reach = baselines_lib.time_to_reach(curves['adam_scratch']['seconds'],
+                                        curves['adam_scratch']['accuracy'], pudnet_accuracy,
+                                        chance)
+    return {'learning_rate': lr, 'batch_size': batch, 'train_images': int(len(x)),
+            'curves': curves, 'scratch_seconds_to_match_pudnet': reach,
+            'pudnet_predict_seconds': pudnet_seconds,
+            'note': 'trained on every labelled prediction image (PudNet\'s centroids use '
+                    f'{e.shots} per class); test part and BN subsample as for PudNet'}
+
+
+def payoff_line(r: dict) -> str:
+    """Did prediction pay off for this folder? PudNet against the untrained control, and
+    the scratch time needed to match it."""
+    line = controls.verdict(r)
+    b = r.get('baselines')
+    if b:
+        reach = b['scratch_seconds_to_match_pudnet']
+        last = b['curves']['adam_scratch']
+        if reach is None:
+            line += (f"; Adam from scratch did not reach PudNet's accuracy within "
+                     f"{last['epochs'][-1]} epochs ({last['seconds'][-1]:.2f} s)")
+        else:
+            line += (f"; Adam from scratch matches PudNet after {reach:.2f} s of training "
+                     f"(PudNet: {b['pudnet_predict_seconds']:.2f} s to predict)")
+    return line
 
 
 def format_folder_report(r: dict) -> str:
@@ -200,10 +282,20 @@ def format_folder_report(r: dict) -> str:
         ('held-out accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % "
                               f"({r['ways']}-way, centroids from {r['shots']} labelled "
                               f"images per class, 95% CI over {r['draws']} draws)"),
+    ] + (controls.table_rows(r, 'draws') if 'controls' in r else []) + [
         ('time to predict', f"{r['predict_seconds']:.3f} s ({r['backend']}; first call with "
                             f"compilation {r['first_predict_seconds']:.2f} s; loading "
                             f"{r['load_seconds']:.2f} s{', from the cache' if r['from_cache'] else ''})"),
         ('saved', f"{r['path']} (Orbax; predict.load_variables)"),
     ]
+    b = r.get('baselines')
+    if b:
+        for name, label in (('adam_scratch', 'Adam from scratch'),
+                            ('pudnet_finetune', 'PudNet + fine-tuning')):
+            cv = b['curves'][name]
+            rows.append((label, ', '.join(f"{ep} ep {100 * a:.2f} % ({s:.2f} s)" for ep, a, s
+                                          in zip(cv['epochs'], cv['accuracy'], cv['seconds']))))
+    if 'verdict' in r:
+        rows.append(('did it pay off', r['verdict']))
     width = max(len(k) for k, _ in rows)
     return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)

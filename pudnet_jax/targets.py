@@ -200,3 +200,9 @@ def apply_with_dataset_stats(spec: TargetSpec, params: dict, support, query=None
                                       train=False)
     return feats_s, feats_q, stats
 
+
+
+def random_init_params(spec: TargetSpec, seed: int) -> dict:
+    """The target's `params` at Flax's default initialisation (PRNG key `seed`)."""
+    x = jnp.zeros((2,) + spec.image_shape)
+    return spec.module().init(jax.random.PRNGKey(seed), x)['params']

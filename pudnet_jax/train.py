@@ -40,7 +40,7 @@ CONFIG_FILE = 'config.json'
 # a different experiment (e.g. train longer, evaluate differently).
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
                      'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict', 'compare',
-                     'data.data_dir', 'data.cache_dir')
+                     'data.data_dir', 'data.cache_dir', 'data.val_classes')
 CLASSES_FILE = 'classes.json'
 
 
@@ -258,7 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         inter_dataset.load_parts(config.eval, *spec.image_shape[1:],
                                  cache_dir=config.data.get('cache_dir'))
     else:
-        evaluate_lib.group_sampler(config, pool)
+        evaluate_lib.group_sampler(config, pool, 'test')
+        evaluate_lib.group_sampler(config, pool, 'validation')
     _write_classes(config, loaded, workdir)
 
     mngr = checkpoint_manager(workdir, config)
@@ -319,8 +320,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     results.update(train_seconds=round(train_seconds, 2), train_steps=t.num_train_steps,
                    steps_this_run=steps_done, resumed_from_step=start,
                    steps_per_second=round(steps_done / train_seconds, 3) if steps_done else None)
-    writer.write_scalars(t.num_train_steps, {'eval/accuracy': results['accuracy'],
-                                             'eval/ci95': results['ci95']})
+    scalars = {'eval/accuracy': results['accuracy'], 'eval/ci95': results['ci95'],
+               'eval/untrained': results['controls']['untrained']['accuracy'],
+               'eval/mean_sketch': results['controls']['mean_sketch']['accuracy'],
+               'eval/conditioning_gain': results['conditioning_gain']}
+    if 'validation' in results:
+        scalars['validation/accuracy'] = results['validation']['accuracy']
+    writer.write_scalars(t.num_train_steps, scalars)
     writer.flush()
     evaluate_lib.write_results(results, workdir)
     return results
@@ -334,11 +340,23 @@ def is_inter_dataset(config) -> bool:
 
 
 def evaluate_any(config, model, spec, hyper_vars, pool, workdir) -> dict:
-    """The configured protocol: intra-dataset (held-out classes of the training data,
-    `evaluate`) or inter-dataset (another dataset entirely, `inter_dataset`)."""
+    """The configured protocol, with its controls: intra-dataset (held-out classes of the
+    training data, `evaluate`: the test groups, plus the validation groups under
+    'validation') or inter-dataset (another dataset entirely, `inter_dataset`)."""
     if is_inter_dataset(config):
-        return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir)
-    return evaluate_lib.evaluate(config, model, spec, hyper_vars, pool)
+        return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir, pool)
+    validation = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir,
+                                       split='validation', quiet=True)
+    print(f"validation (model selection; {validation['groups']} groups from "
+          f"{validation['roles']}): PudNet {100 * validation['accuracy']:.2f} ± "
+          f"{100 * validation['ci95']:.2f} %, untrained "
+          f"{100 * validation['controls']['untrained']['accuracy']:.2f} %, mean sketch "
+          f"{100 * validation['controls']['mean_sketch']['accuracy']:.2f} %")
+    results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir)
+    keep = ('accuracy', 'ci95', 'groups', 'controls', 'conditioning_gain',
+            'conditioning_gain_ci95', 'gain_over_untrained', 'gain_over_untrained_ci95')
+    results['validation'] = {k: validation[k] for k in keep}
+    return results
 
 
 def _write_classes(config, loaded, workdir: str) -> None:
@@ -347,6 +365,7 @@ def _write_classes(config, loaded, workdir: str) -> None:
     name = lambda c: names[c] if 0 <= c < len(names) else None
     record = {'dataset': config.data.name,
               'train_classes': {int(c): name(c) for c in config.data.train_classes},
+              'val_classes': {int(c): name(c) for c in config.data.get('val_classes') or ()},
               'test_classes': {int(c): name(c) for c in config.data.test_classes},
               'images_per_class': {int(c): int(len(v)) for c, v in loaded.pool.items()}}
     write_json(os.path.join(workdir, CLASSES_FILE), record)

@@ -118,7 +118,8 @@ def test_loss_weights_are_checked():
 def test_compare_mode_writes_tables_plot_and_json(trained_workdir):
     summary = compare.run_compare(trained_workdir, test_config.get_config())
     methods = [r['method'] for r in summary['rows']]
-    for expected in ('PudNet', 'Random init + prototypes', 'Pretrained', 'ProtoNet',
+    for expected in ('PudNet', 'Untrained + prototypes', 'Mean-sketch network', 'Pretrained',
+                     'ProtoNet',
                      'Adam scratch 1 epoch', 'GC scratch 2 epochs', 'Fine-tune PudNet 1 epoch',
                      'Fine-tune Pretrained 1 epoch'):
         assert expected in methods
@@ -129,6 +130,8 @@ def test_compare_mode_writes_tables_plot_and_json(trained_workdir):
     with open(os.path.join(trained_workdir, 'compare.json')) as f:
         on_disk = json.load(f)
     assert on_disk['speedup']['pudnet_seconds'] > 0 and 'text' in on_disk['speedup']
+    for key in ('conditioning_gain', 'conditioning_gain_ci95', 'controls', 'roles', 'verdict'):
+        assert key in on_disk
     with open(os.path.join(trained_workdir, 'compare.md')) as f:
         md = f.read()
     assert 'Speedup at equal accuracy' in md and '| PudNet |' in md

@@ -211,6 +211,10 @@ def test_inter_dataset_protocol_on_the_offline_pair(inter_run):
     assert on_disk['prediction_images'] == 8000 and on_disk['test_images'] == 2000
     assert on_disk['bn_images'] == 300 and on_disk['predict_seconds'] > 0
     assert 0.1 < on_disk['accuracy'] <= 1.0 and on_disk['ci95'] >= 0
+    assert set(on_disk['controls']) == {'untrained', 'mean_sketch'}
+    assert on_disk['conditioning_gain'] == pytest.approx(
+        on_disk['accuracy'] - on_disk['controls']['mean_sketch']['accuracy'], abs=1e-9)
+    assert on_disk['controls']['untrained']['networks'] == config.eval.untrained_seeds
     with open(os.path.join(workdir, inter_dataset.SPLIT_FILE)) as f:
         split = json.load(f)
     assert split['predict_counts']['zebra'] == 800 and split['test_counts']['bear'] == 200
@@ -244,15 +248,24 @@ def test_predict_a_hand_made_folder_through_main(inter_run, tmp_path):
     folder = write_folder(tmp_path / 'mine', per_class=8)
     out = subprocess.run(
         [sys.executable, 'main.py', f'--workdir={workdir}', '--mode=predict', f'--data={folder}'],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'classes            3: cat (8), dog (8), owl (8)' in out.stdout
     assert 'skipped 1 unreadable' in out.stdout and 'held-out accuracy' in out.stdout
+    for row in ('untrained control', 'mean-sketch control', 'conditioning gain',
+                'Adam from scratch', 'PudNet + fine-tuning', 'did it pay off'):
+        assert row in out.stdout, row
     path = os.path.join(workdir, 'predictions', 'folder_mine')
     target, variables, meta = predict_lib.load_variables(path)
     assert set(variables) == {'params', 'batch_stats'} and meta['classes'] == ['cat', 'dog', 'owl']
     report = meta['report']
     assert report['prediction_images'] + report['test_images'] == 24
+    assert set(report['controls']) == {'untrained', 'mean_sketch'}
+    assert 'conditioning_gain_ci95' in report and 'verdict' in report
+    curves = report['baselines']['curves']
+    assert curves['adam_scratch']['epochs'] == [1, 2] == curves['pudnet_finetune']['epochs']
+    assert all(0 <= a <= 1 for a in curves['adam_scratch']['accuracy'])
+    assert curves['adam_scratch']['seconds'][0] < curves['adam_scratch']['seconds'][1]
     assert 0.0 <= report['accuracy'] <= 1.0 and report['predict_seconds'] > 0
     images = data.normalize(sources.load('folder', 28, 1, folder).pool[0])
     assert np.all(np.isfinite(target.apply(variables, images, train=False)))

@@ -44,10 +44,11 @@ def _folder(root, classes, per_class, size=12):
     return str(root)
 
 
-@pytest.mark.parametrize('preset,examples', [('fashion', 30), ('cifar100', 1200),
+@pytest.mark.parametrize('preset,examples', [('fashion', 100), ('cifar100', 1200),
                                              ('imagenet1k', 8000)])
 def test_intra_tfds_preset(preset, examples, tmp_path):
     config = _shrink(importlib.import_module(f'configs.{preset}').get_config())
+    config.data.cache_dir = str(tmp_path / 'cache')   # this test's mock data only
     with tfds.testing.mock_data(num_examples=examples):
         results = train_lib.train_and_evaluate(config, str(tmp_path / preset))
     assert results['target'] == 'resnet18' and results['ways'] == config.eval.ways
@@ -67,14 +68,18 @@ def test_inter_dataset_presets(tmp_path):
     """Trains the cifar100 pool once, then evaluates it on each inter-dataset target."""
     workdir = str(tmp_path / 'run')
     animals = _folder(tmp_path / 'animals10', 10, 5)
-    with tfds.testing.mock_data(num_examples=300):
+    cache = str(tmp_path / 'cache')   # this test's mock data only (not another test's)
+    # 1,200 mock examples per split: every one of CIFAR-100's classes has images.
+    with tfds.testing.mock_data(num_examples=1200):
         config = _shrink(inter_configs.get_config('cifar100,cifar10'))
+        config.data.cache_dir = cache
         results = train_lib.train_and_evaluate(config, workdir)
         assert results['protocol'] == 'inter' and results['ways'] == 10
-        assert results['prediction_images'] == 300 and results['test_images'] == 300
+        assert results['prediction_images'] == 1200 and results['test_images'] == 1200
         _, model, spec, hyper = train_lib.restore_hypernet(workdir)
         for target in ('dtd', 'animals10'):
             config = _shrink(inter_configs.get_config(f'cifar100,{target}'))
+            config.data.cache_dir = cache
             config.eval.data_dir = animals if target == 'animals10' else None
             results = train_lib.evaluate_any(config, model, spec, hyper, None, workdir)
             assert results['dataset'] == target and 0.0 <= results['accuracy'] <= 1.0
