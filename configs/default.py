@@ -18,8 +18,8 @@ def get_config():
     config.data.cache_dir = None      # decoded images; None: $PUDNET_CACHE_DIR or ~/.cache/pudnet_jax
     config.data.image_size = 28
     config.data.channels = 1
-    config.data.train_classes = list(range(6))
-    config.data.test_classes = [6, 7, 8, 9]
+    config.data.train_classes = tuple(range(6))
+    config.data.test_classes = (6, 7, 8, 9)
 
     config.target = ml_collections.ConfigDict()
     config.target.name = 'convnet3'

@@ -10,7 +10,7 @@ def get_config():
     config = cifar100.get_config()
     config.data.name = 'mini_imagenet'
     config.data.image_size = 84
-    config.data.train_classes = list(range(80))
-    config.data.test_classes = list(range(80, 100))
+    config.data.train_classes = tuple(range(80))
+    config.data.test_classes = tuple(range(80, 100))
     config.train.num_train_steps = 50_000 // 4
     return config
