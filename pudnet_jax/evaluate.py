@@ -145,8 +145,6 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool) -> dict:
         'predict_seconds': float(np.median(seconds)), 'compile_seconds': compile_s,
         'backend': jax.default_backend(),
     })
-    logging.info('Evaluation: accuracy %.4f ± %.4f over %d groups.', results['accuracy'],
-                 results['ci95'], e.groups)
     print(format_results(results))
     return results
 
