@@ -115,6 +115,7 @@ def _check_model_and_loss(p: _Problems) -> None:
     p.int_at_least('model.sketch_dim', 1)
     p.int_at_least('model.generator_p', 1, optional=True)
     p.int_at_least('model.generator_hidden', 1, optional=True)
+    p.positive('loss.temperature')
     from pudnet_jax import train
     try:
         train.loss_weights(p.config.loss)

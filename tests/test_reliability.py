@@ -219,6 +219,7 @@ def test_folders_with_the_same_name_get_different_networks(tmp_path):
 @pytest.mark.parametrize('field, value, message', [
     ('model.eta', 1.5, r'config.model.eta=1.5: must be a number in \[0, 1\]'),
     ('model.eta', -0.1, r'config.model.eta=-0.1: must be a number in \[0, 1\]'),
+    ('loss.temperature', float('nan'), r'config.loss.temperature=nan: must be a finite number > 0'),
     ('train.learning_rate', -1e-3, r'config.train.learning_rate=-0.001: must be a finite number > 0'),
     ('eval.groups', 0, r'config.eval.groups=0: must be an integer >= 1'),
     ('train.checkpoint_every', 0, r'config.train.checkpoint_every=0: must be an integer >= 1'),
