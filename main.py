@@ -12,20 +12,18 @@ A mistake in the input prints one line, `error: <message>`, and exits with statu
 --debug shows the Python traceback instead.
 """
 
+import logging as std_logging
 import os
 import sys
 
-# Before anything can import TensorFlow (TFDS datasets): no oneDNN notice at start-up.
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+# First: selects the CPU backend when there is no GPU, and quiets TensorFlow's start-up
+# lines (TF_ENABLE_ONEDNN_OPTS, TF_CPP_MIN_LOG_LEVEL) before anything can import it.
+import pudnet_jax  # noqa: F401
 
-import logging as std_logging  # noqa: E402
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-import pudnet_jax  # noqa: E402,F401  (selects the CPU backend up front when there is no GPU)
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from pudnet_jax.errors import UserError  # noqa: E402
+from pudnet_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration file; override any '
