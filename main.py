@@ -67,7 +67,7 @@ def _config_load_error(e: BaseException) -> str:
 
 def parse_flags(argv):
     """absl's parsing, with help exiting 0 and every flag or config mistake one line."""
-    debug = '--debug' in argv
+    debug = any(a == '--debug' or a.lower() in ('--debug=true', '--debug=1') for a in argv[1:])
     try:
         remaining = FLAGS(argv)
         config = FLAGS.config
