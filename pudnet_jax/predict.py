@@ -10,6 +10,7 @@ file on disk, not about an in-memory copy.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -46,12 +47,17 @@ def save_variables(path: str, variables: dict, metadata: dict) -> None:
     """Saves a plain Flax variables tree (Orbax) and its description as JSON, atomically:
     both are written to a temporary directory next to `path`, which then replaces the
     old network. The old network stays in place until the new one is complete, so a
-    crash at any point leaves one whole network (the old or the new)."""
+    crash at any point leaves one whole network (the old or the new); the temporary
+    directories of killed saves of the same path are removed (main.py holds the workdir
+    lock, so no other process is saving there)."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     _recover(path)
-    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.tmp-', dir=parent)
+    prefix = f'.{os.path.basename(path)}.tmp-'
+    for stale in glob.glob(os.path.join(glob.escape(parent), glob.escape(prefix) + '*')):
+        shutil.rmtree(stale, ignore_errors=True)     # left by a save that was killed
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(os.path.join(tmp, 'variables'), jax.device_get(variables))

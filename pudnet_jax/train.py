@@ -251,8 +251,8 @@ def restore_newest_intact(mngr: ocp.CheckpointManager, target, workdir: str,
         except Exception as e:   # noqa: BLE001 (any reader failure: try the previous one)
             reason = ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
             failed.append((step, reason))
-            logging.warning('Checkpoint %s cannot be restored (%s); trying the previous '
-                            'one. It is left on disk.', os.path.join(mngr.directory, str(step)),
+            logging.warning('Checkpoint %s cannot be restored (%s); trying an older one '
+                            '(nothing is deleted).', os.path.join(mngr.directory, str(step)),
                             reason)
             continue
         if failed:

@@ -204,7 +204,7 @@ def test_a_save_killed_midway_keeps_the_old_network(tmp_path, point):
     new = {'params': {'w': np.full(3, 3.0, np.float32)}, 'batch_stats': {'m': np.ones(2, np.float32)}}
     predict_lib.save_variables(path, new, {'target': 'convnet3', 'width': 8, 'version': 3})
     assert _saved(path) == (3.0, 3)
-    assert not os.path.exists(path + predict_lib.PREVIOUS_SUFFIX)
+    assert sorted(os.listdir(os.path.dirname(path))) == ['folder_x']   # no leftovers
 
 
 def test_folders_with_the_same_name_get_different_networks(tmp_path):
