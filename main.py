@@ -4,18 +4,30 @@
   python main.py --config configs/default.py --workdir runs/default --mode=evaluate
   python main.py --workdir runs/default --mode=predict                           # save a ConvNet
   python main.py --workdir runs/default --mode=predict --data=my_images/         # for a folder
+
+Any config field can be overridden with --config.<field>=value, e.g.
+  --config.train.num_train_steps=2000 --config.model.eta=0.2
+  --config.data.test_classes='(6,7,8,9)'     (tuples: quoted, in parentheses)
+A mistake in the input prints one line, `error: <message>`, and exits with status 2;
+--debug shows the Python traceback instead.
 """
 
 import logging as std_logging
+import os
+import sys
 
-import pudnet_jax  # noqa: F401  (selects the CPU backend up front when there is no GPU)
+# First: selects the CPU backend when there is no GPU, and quiets TensorFlow's start-up
+# lines (TF_ENABLE_ONEDNN_OPTS, TF_CPP_MIN_LOG_LEVEL) before anything can import it.
+import pudnet_jax  # noqa: F401
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from pudnet_jax.errors import UserError
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
-                                lock_config=True)
+config_flags.DEFINE_config_file('config', None, 'Training configuration file; override any '
+                                'field with --config.<field>=value.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'compare'],
                   'train: train (resuming) then evaluate; evaluate: evaluate the latest '
@@ -27,7 +39,12 @@ flags.DEFINE_string('data', None, '--mode=predict: a folder of images, one subfo
 flags.DEFINE_bool('baselines', True, '--mode=predict --data: also train Adam from scratch and '
                   'fine-tune PudNet on the folder (accuracy and seconds at 1, 2, 5 epochs); '
                   '--no-baselines skips that curve.')
+flags.DEFINE_bool('debug', False, 'Show Python tracebacks of errors (by default a mistake in '
+                  'the input prints one line).')
 flags.mark_flags_as_required(['workdir'])
+
+EXIT_USER_ERROR = 2
+HELP_FLAGS = ('-?', '--help', '--helpshort', '--helpfull', '--helpxml', '-help')
 
 
 class _QuietCheckpointing(std_logging.Filter):
@@ -37,33 +54,122 @@ class _QuietCheckpointing(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
+def _fail(message: str) -> None:
+    print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _config_load_error(e: BaseException) -> str:
+    """ml_collections' 'Failed loading config file ... Attempted ...' as one sentence."""
+    text = str(e)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if 'Failed loading config file' in text and len(lines) >= 2:
+        return f'--config: cannot load {lines[-2]} ({lines[-1]}).'
+    return f'--config: {type(e).__name__}: {text}'
+
+
+def parse_flags(argv):
+    """absl's parsing, with help exiting 0 and every flag or config mistake one line."""
+    debug = any(a == '--debug' or a.lower() in ('--debug=true', '--debug=1') for a in argv[1:])
+    try:
+        remaining = FLAGS(argv)
+        config = FLAGS.config
+        if type(config).__name__ == '_ErrorConfig':   # config_flags defers loading errors
+            raise object.__getattribute__(config, '_error')
+        return remaining
+    except SystemExit as e:
+        if e.code == 1 and any(a in HELP_FLAGS for a in argv[1:]):
+            sys.exit(0)          # absl exits 1 after printing the requested help
+        raise
+    except Exception as e:   # noqa: BLE001
+        if debug:
+            raise
+        if isinstance(e, flags.Error):
+            _fail(str(e))
+        if isinstance(e, (AttributeError, KeyError)):    # --config.<typo>=...
+            detail = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+            _fail(f'unknown config field in the command line: {detail}')
+        if isinstance(e, OSError):                        # missing or unreadable file
+            _fail(_config_load_error(e))
+        _fail(f'--config: the config file raised {type(e).__name__}: {e}')
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """A mistake in the input, not a bug: our own checks (UserError, the ValueErrors and
+    ImportErrors raised by this project's code), and file-system problems (OSError:
+    missing, unreadable or unwritable paths, named in the message)."""
+    from pudnet_jax.train import NonFiniteLossError
+    if isinstance(e, (UserError, OSError, NonFiniteLossError)):
+        return True
+    if isinstance(e, (ValueError, ImportError)):
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        here = os.path.dirname(os.path.abspath(__file__))
+        return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(here + os.sep) and \
+            '/site-packages/' not in tb.tb_frame.f_code.co_filename
+    return False
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    from pudnet_jax import compare, evaluate, predict, train
-    if FLAGS.data and FLAGS.mode != 'predict':
-        raise app.UsageError('--data=<folder> goes with --mode=predict.')
-    if FLAGS.mode == 'train':
-        if FLAGS.config is None:
-            raise app.UsageError('--mode=train needs --config (e.g. configs/default.py).')
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    elif FLAGS.mode == 'evaluate':
-        config, model, spec, hyper_vars = train.restore_hypernet(FLAGS.workdir, FLAGS.config)
+    if len(argv) > 1 and not FLAGS.debug:
+        _fail(f'unexpected arguments {argv[1:]}: every argument is a --flag (see --help).')
+    try:
+        run(FLAGS.mode, FLAGS.workdir, FLAGS.config, FLAGS.data, FLAGS.baselines)
+    except Exception as e:   # noqa: BLE001
+        if FLAGS.debug or not _is_user_error(e):
+            raise
+        _fail(str(e))
+
+
+def run(mode: str, workdir: str, config, data_folder, baselines: bool = True):
+    if data_folder and mode != 'predict':
+        raise UserError('--data=<folder> goes with --mode=predict.')
+    if mode == 'train' and config is None:
+        raise UserError('--mode=train needs --config (e.g. configs/default.py).')
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f'--workdir={workdir!r} is a file, not a directory.')
+    if mode in ('evaluate', 'predict') and not os.path.isdir(workdir):
+        raise UserError(f'--workdir={workdir!r} does not exist: train there first '
+                        f'(--mode=train --config=...).')
+    if config is not None:
+        from pudnet_jax import config_check
+        config_check.validate(config)
+    if data_folder:      # folder problems before anything heavy is loaded
+        from pudnet_jax import sources
+        sources.check_folder(data_folder)
+    from pudnet_jax.files import workdir_lock
+    with workdir_lock(workdir):
+        _dispatch(mode, workdir, config, data_folder, baselines)
+
+
+def _dispatch(mode, workdir, config, data_folder, baselines):
+    from pudnet_jax import evaluate, train
+    if mode == 'train':
+        train.train_and_evaluate(config, workdir)
+    elif mode == 'evaluate':
+        config, model, spec, hyper_vars, step = train.restore_hypernet_with_step(workdir, config)
+        print(f'Evaluating the checkpoint of step {step} in '
+              f'{os.path.join(workdir, "checkpoints", str(step))}.')
         from pudnet_jax import data
         pool = data.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
-        results = train.evaluate_any(config, model, spec, hyper_vars, pool, FLAGS.workdir)
-        evaluate.write_results(results, FLAGS.workdir)
-    elif FLAGS.mode == 'compare':
-        compare.run_compare(FLAGS.workdir, FLAGS.config)
-    elif FLAGS.data:
-        predict.predict_folder(FLAGS.workdir, FLAGS.data, FLAGS.config,
-                               baselines=None if FLAGS.baselines else False)
+        results = train.evaluate_any(config, model, spec, hyper_vars, pool, workdir)
+        results['checkpoint_step'] = step
+        evaluate.write_results(results, workdir)
+    elif mode == 'compare':
+        from pudnet_jax import compare
+        compare.run_compare(workdir, config)
+    elif data_folder:
+        from pudnet_jax import predict
+        predict.predict_folder(workdir, data_folder, config,
+                               baselines=None if baselines else False)
     else:
-        predict.predict_and_save(FLAGS.workdir)
+        from pudnet_jax import predict
+        predict.predict_and_save(workdir)
 
 
 if __name__ == '__main__':
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_QuietCheckpointing())
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

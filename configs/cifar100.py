@@ -14,9 +14,9 @@ def get_config():
     config.data.name = 'cifar100'
     config.data.image_size = 32
     config.data.channels = 3
-    config.data.train_classes = list(range(64))
+    config.data.train_classes = tuple(range(64))
     config.data.val_classes = tuple(range(64, 80))   # model selection
-    config.data.test_classes = list(range(80, 100))
+    config.data.test_classes = tuple(range(80, 100))
     config.target.name = 'resnet18'
     config.target.width = 64
     config.model.sketch_dim = 256

@@ -21,8 +21,8 @@ def get_config():
     config.data.cache_dir = None      # decoded images; None: $PUDNET_CACHE_DIR or ~/.cache/pudnet_jax
     config.data.image_size = 28
     config.data.channels = 1
-    config.data.train_classes = list(range(6))
-    config.data.test_classes = [6, 7, 8, 9]
+    config.data.train_classes = tuple(range(6))
+    config.data.test_classes = (6, 7, 8, 9)
     # Validation classes (model selection), disjoint from both. Empty: validation groups
     # come from a reserved part (eval.val_fraction) of the test classes' images instead.
     config.data.val_classes = ()
@@ -45,9 +45,10 @@ def get_config():
     config.loss.use_full_head = True        # False: ablation "metric loss only"
     config.loss.use_kl = True               # False: ablation "no KL"
     # L = λ1·L1 + L2 + λ3·L3. The paper's eq. 11 has λ1 = λ3 = 1 (its presets keep that).
-    # On this 6-class pool the full L1 weight overfits the few training classes (91.6 %);
-    # these weights were chosen on validation groups, never on the test groups (README).
-    config.loss.metric_weight = 0.5         # λ1
+    # λ1 was selected among {1, 0.5, 0.25, 0} (λ3 = 1) on the validation groups (a reserved
+    # part of the held-out classes' images that test groups never use), never on the test
+    # groups: 92.12 / 93.40 / 93.82 / 93.33 % (README, "Model selection").
+    config.loss.metric_weight = 0.25        # λ1
     config.loss.kl_weight = 1.0             # λ3
 
     config.train = ml_collections.ConfigDict()

@@ -9,8 +9,8 @@ def get_config():
     config.data.name = 'fashion_mnist'
     config.data.image_size = 28
     config.data.channels = 1
-    config.data.train_classes = list(range(6))
-    config.data.test_classes = [6, 7, 8, 9]
+    config.data.train_classes = tuple(range(6))
+    config.data.test_classes = (6, 7, 8, 9)
     config.target.name = 'resnet18'
     config.target.width = 64
     config.model.sketch_dim = 256

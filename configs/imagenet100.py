@@ -10,8 +10,8 @@ def get_config():
     config = cifar100.get_config()
     config.data.name = 'mini_imagenet'
     config.data.image_size = 84
-    config.data.train_classes = list(range(64))
+    config.data.train_classes = tuple(range(64))
     config.data.val_classes = tuple(range(64, 80))   # model selection
-    config.data.test_classes = list(range(80, 100))
+    config.data.test_classes = tuple(range(80, 100))
     config.train.num_train_steps = 50_000 // 4
     return config

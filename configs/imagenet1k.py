@@ -15,9 +15,9 @@ def get_config():
     config = cifar100.get_config()
     config.data.name = 'imagenet2012'
     config.data.image_size = 32
-    config.data.train_classes = list(range(600))
+    config.data.train_classes = tuple(range(600))
     config.data.val_classes = tuple(range(600, 800))   # model selection
-    config.data.test_classes = list(range(800, 1000))
+    config.data.test_classes = tuple(range(800, 1000))
     config.train.num_train_steps = 20_000 // 4
     config.eval.ways = 200
     config.eval.groups = 100

@@ -13,7 +13,7 @@ from configs.inter_dataset import set_inter
 
 def get_config():
     config = default.get_config()
-    config.data.test_classes = []   # no held-out digits: evaluation is on Animal-MNIST
+    config.data.test_classes = ()   # no held-out digits: evaluation is on Animal-MNIST
     # The paper's eq. 11 weights, with which the README's number was measured (the
     # default's λ1 = 0.5 was chosen on held-out digits, not on this transfer).
     config.loss.metric_weight = 1.0

@@ -22,5 +22,8 @@ def _use_cpu_when_no_gpu() -> None:
 
 
 _use_cpu_when_no_gpu()
-# TensorFlow (imported by TFDS and clu's summary writer) logs C++ INFO lines at import.
+# TensorFlow (imported only where TFDS decodes a dataset) logs C++ INFO lines at import;
+# its oneDNN notice and absl's "before InitializeLog" line go only with oneDNN off (it
+# changes nothing here: TensorFlow only decodes images). A user's own setting wins.
 _os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+_os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')

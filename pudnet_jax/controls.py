@@ -22,7 +22,6 @@ import os
 
 import jax
 import numpy as np
-from absl import logging
 
 from pudnet_jax import data as data_lib
 from pudnet_jax.hypernet import PudNet, streaming_sketch
@@ -143,11 +142,3 @@ def verdict(r: dict) -> str:
     return (f"PudNet is {says('gain_over_untrained', 'the untrained network')} and "
             f"{says('conditioning_gain', 'the mean-sketch network')} (95% CI of the paired "
             f"differences)")
-
-
-def log_summary(r: dict, where: str) -> None:
-    c = r['controls']
-    logging.info('%s: PudNet %.4f, untrained %.4f, mean sketch %.4f, conditioning gain '
-                 '%+.4f ± %.4f.', where, r['accuracy'], c['untrained']['accuracy'],
-                 c['mean_sketch']['accuracy'], r['conditioning_gain'],
-                 r['conditioning_gain_ci95'])

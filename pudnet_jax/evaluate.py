@@ -17,7 +17,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from pudnet_jax.files import write_json
 from pudnet_jax import controls
@@ -209,7 +208,6 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=
         'predict_seconds': float(np.median(seconds)), 'compile_seconds': compile_s,
         'backend': jax.default_backend(),
     })
-    controls.log_summary(results, f'Evaluation ({split}, {num_groups} groups)')
     if not quiet:
         print(format_results(results))
     return results

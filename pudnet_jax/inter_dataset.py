@@ -27,7 +27,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from pudnet_jax.files import write_json
 from pudnet_jax import controls
@@ -203,7 +202,6 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None,
                    test_classes=list(names), split=record)
     if workdir:
         write_json(os.path.join(workdir, SPLIT_FILE), record)
-    controls.log_summary(results, f'Inter-dataset evaluation on {e.dataset}')
     print(format_results(results))
     return results
 

@@ -10,9 +10,12 @@ file on disk, not about an in-memory copy.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import jax
@@ -33,20 +36,53 @@ METADATA_FILE = 'network.json'
 REPORT_FILE = 'report.json'      # --data: the report, also inside network.json
 
 
+PREVIOUS_SUFFIX = '.previous'
+
+
+def _recover(path: str) -> None:
+    """A save killed between its two renames leaves the old network at `path.previous`
+    and no `path`: put it back."""
+    previous = path + PREVIOUS_SUFFIX
+    if not os.path.exists(path) and os.path.isdir(previous):
+        os.rename(previous, path)
+
+
 def save_variables(path: str, variables: dict, metadata: dict) -> None:
-    """Saves a plain Flax variables tree (Orbax; atomic) and its description as JSON."""
+    """Saves a plain Flax variables tree (Orbax) and its description as JSON, atomically:
+    both are written to a temporary directory next to `path`, which then replaces the
+    old network. The old network stays in place until the new one is complete, so a
+    crash at any point leaves one whole network (the old or the new); the temporary
+    directories of killed saves of the same path are removed (main.py holds the workdir
+    lock, so no other process is saving there)."""
     path = os.path.abspath(path)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(path, 'variables'), jax.device_get(variables))
-    write_json(os.path.join(path, METADATA_FILE), metadata)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    _recover(path)
+    prefix = f'.{os.path.basename(path)}.tmp-'
+    for stale in glob.glob(os.path.join(glob.escape(parent), glob.escape(prefix) + '*')):
+        shutil.rmtree(stale, ignore_errors=True)     # left by a save that was killed
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(os.path.join(tmp, 'variables'), jax.device_get(variables))
+        write_json(os.path.join(tmp, METADATA_FILE), metadata)
+        previous = path + PREVIOUS_SUFFIX
+        if os.path.exists(previous):
+            shutil.rmtree(previous)
+        if os.path.exists(path):
+            os.rename(path, previous)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(path + PREVIOUS_SUFFIX, ignore_errors=True)
 
 
 def load_variables(path: str):
     """(target module, variables, metadata) of a saved predicted network."""
     path = os.path.abspath(path)
+    if not os.path.exists(path) and os.path.isdir(path + PREVIOUS_SUFFIX):
+        path += PREVIOUS_SUFFIX      # a save was interrupted: the complete old network
     with open(os.path.join(path, METADATA_FILE)) as f:
         metadata = json.load(f)
     with ocp.StandardCheckpointer() as ckptr:
@@ -168,19 +204,21 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     the curve the user would otherwise take (`folder_baselines`).
     """
     from pudnet_jax import sources
-    config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir, config)
+    # The folder is read and checked before the hypernetwork is loaded: its problems
+    # (missing, too few classes or images) are reported at once.
+    config = config or train_lib.load_workdir_config(workdir)
     e = folder_settings(config)
-    h, _, c = spec.image_shape
+    h, c = config.data.image_size, config.data.channels
     t0 = time.perf_counter()
     loaded = sources.load('folder', h, c, folder, cache_dir=config.data.get('cache_dir'))
     load_seconds = time.perf_counter() - t0
     names = loaded.class_names
     predict_pool, test_pool = data_lib.split_pool(loaded.pool, e.predict_fraction, e.seed)
     inter_dataset.check_parts(folder, names, predict_pool, test_pool, e.shots)
+    config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir, config)
     variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
 
-    name = os.path.basename(os.path.abspath(folder).rstrip('/')) or 'folder'
-    path = output_dir or os.path.join(workdir, config.predict.output, f'folder_{name}')
+    path = output_dir or os.path.join(workdir, config.predict.output, folder_output_name(folder))
     metadata = _metadata(spec, os.path.abspath(folder), names, timing['prediction_images'])
     save_variables(path, variables, metadata)
     _, loaded_vars, _ = load_variables(path)
@@ -269,6 +307,14 @@ def payoff_line(r: dict) -> str:
             line += (f"; Adam from scratch matches PudNet after {reach:.2f} s of training "
                      f"(PudNet: {b['pudnet_predict_seconds']:.2f} s to predict)")
     return line
+
+
+def folder_output_name(folder: str) -> str:
+    """`folder_<last path component>-<8 hex digits of the absolute path>`: two folders of
+    the same name (`.../cats/train`, `.../dogs/train`) never share a saved network."""
+    folder = os.path.abspath(folder).rstrip(os.sep)
+    name = os.path.basename(folder) or 'folder'
+    return f'folder_{name}-{hashlib.sha256(folder.encode()).hexdigest()[:8]}'
 
 
 def format_folder_report(r: dict) -> str:

@@ -10,7 +10,15 @@ Three kinds of source, one registry (`SOURCES`):
 
 Every image goes through `preprocess` (one place): grayscale <-> RGB to the configured
 channels, then a deterministic Pillow bilinear (antialiased) resize of the whole image to
-image_size x image_size (no crop: non-square images are squashed).
+image_size x image_size (no crop: non-square images are squashed). Image files are decoded
+by `decode_image` first: EXIF orientation applied, 16-bit images scaled (not clipped) to
+8 bits, transparency composited onto a white background.
+
+Folders (`folder_layout`, one rule): the classes are the subfolders of the root (sorted
+by name); the images of a class are the image files directly inside its folder. Nested
+subfolders inside a class folder, hidden files and folders (names starting with '.'), and
+class folders that are symlinks to the root, to one of its ancestors or to a place inside
+the root (duplicates) are skipped, counted and named in a warning.
 
 Cache: the decoded, resized uint8 images of one (source, split, size, channels,
 preprocessing version) are kept as one `.npy` per class plus `meta.json` under
@@ -40,13 +48,16 @@ from typing import Callable, Optional
 import numpy as np
 from absl import logging
 
+from pudnet_jax.errors import UserError
+
 # Bump whenever decoding, channel conversion or resizing changes: old caches are then
 # ignored (kept on disk) and rebuilt under the new version.
-PREPROCESSING_VERSION = 2
+PREPROCESSING_VERSION = 3     # 3: EXIF orientation, 16-bit scaling, alpha onto white
 DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'pudnet_jax')
 CACHE_ENV = 'PUDNET_CACHE_DIR'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm',
                     '.pgm')
+BACKGROUND = 255                  # transparent pixels become white
 GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601 luma
 
 
@@ -67,10 +78,14 @@ def preprocess(images: np.ndarray, image_size: int, channels: int,
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         raise ValueError(f'{where}: expected (N, H, W[, 1|3]) images, got shape {images.shape}.')
-    if images.dtype != np.uint8:
+    if images.dtype == np.uint16:   # 16-bit: scale, not clip
+        images = np.round(images / 257.0).astype(np.uint8)
+    elif images.dtype != np.uint8:
         images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    if images.shape[-1] == 4:   # RGBA: drop alpha
-        images = images[..., :3]
+    if images.shape[-1] == 4:   # RGBA: composite onto the background
+        alpha = images[..., 3:].astype(np.float32) / 255.0
+        rgb = images[..., :3].astype(np.float32) * alpha + BACKGROUND * (1.0 - alpha)
+        images = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
     if images.shape[-1] == 3 and channels == 1:
         gray = images.astype(np.float32) @ GRAY_WEIGHTS
         images = np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None]
@@ -194,39 +209,134 @@ def _tfds(name: str, source: Source, image_size, channels, data_dir, split):
 
 # ----------------------------------------------------------------------------- folders
 
-def folder_classes(folder: str, what: str = 'folder') -> list[str]:
+@dataclasses.dataclass
+class FolderLayout:
+    """What a folder of class subfolders holds under the rule of this module's docstring."""
+    class_names: list[str]
+    files: list[list[str]]           # per class: its image files, sorted
+    ignored: list[str]               # non-image files directly inside class folders
+    skipped: dict[str, list[str]]    # reason → paths skipped by the rule
+
+    def skipped_count(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+
+SKIP_REASONS = {'nested': 'nested subfolder(s) inside class folders',
+                'hidden': 'hidden file(s) or folder(s)',
+                'symlink': 'class folder symlink(s) to the folder itself, an ancestor or a '
+                           'place inside it (duplicates)'}
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def folder_layout(folder: str, what: str = 'folder') -> FolderLayout:
+    """Classes and their image files; raises if the folder is missing or has < 2 classes."""
     if not folder or not os.path.isdir(folder):
         raise FileNotFoundError(f'{what}: {folder!r} is not a directory.')
-    names = sorted(d for d in os.listdir(folder)
-                   if os.path.isdir(os.path.join(folder, d)) and not d.startswith('.'))
+    root = os.path.realpath(folder)
+    skipped: dict[str, list[str]] = {k: [] for k in SKIP_REASONS}
+    names = []
+    for d in sorted(os.listdir(folder)):
+        path = os.path.join(folder, d)
+        if d.startswith('.'):
+            skipped['hidden'].append(path)
+            continue
+        if not os.path.isdir(path):
+            continue
+        if os.path.islink(path):
+            real = os.path.realpath(path)
+            if _is_within(real, root) or _is_within(root, real):
+                skipped['symlink'].append(path)
+                continue
+        names.append(d)
     if len(names) < 2:
         raise ValueError(f'{what}: {folder!r} has {len(names)} class subfolder(s) '
                          f'{names}; classification needs at least 2 (one subfolder per class).')
-    return names
-
-
-def _folder_files(folder: str, names: list[str]) -> tuple[list[list[str]], list[str]]:
     files, ignored = [], []
     for name in names:
         d = os.path.join(folder, name)
         here = []
-        for root, dirs, fs in os.walk(d):
-            dirs.sort()
-            for f in sorted(fs):
-                path = os.path.join(root, f)
-                (here if f.lower().endswith(IMAGE_EXTENSIONS) else ignored).append(path)
+        for f in sorted(os.listdir(d)):
+            path = os.path.join(d, f)
+            if f.startswith('.'):
+                skipped['hidden'].append(path)
+            elif os.path.isdir(path):
+                skipped['nested'].append(path)
+            elif f.lower().endswith(IMAGE_EXTENSIONS):
+                here.append(path)
+            else:
+                ignored.append(path)
         files.append(here)
-    return files, ignored
+    return FolderLayout(names, files, ignored, {k: v for k, v in skipped.items() if v})
+
+
+def folder_classes(folder: str, what: str = 'folder') -> list[str]:
+    return folder_layout(folder, what).class_names
+
+
+def check_folder(folder: str, what: str = '--data') -> FolderLayout:
+    """Fast checks of a user's folder before anything heavy is loaded: it exists, has at
+    least 2 class subfolders, and each of them holds image files."""
+    layout = folder_layout(folder, what)
+    empty = [n for n, f in zip(layout.class_names, layout.files) if not f]
+    if empty:
+        raise ValueError(f'{what}: class folder(s) {empty} of {folder!r} hold no image files '
+                         f'({", ".join(IMAGE_EXTENSIONS)}) directly inside them.')
+    return layout
+
+
+def _warn_skipped(folder: str, layout: FolderLayout) -> None:
+    for reason, paths in layout.skipped.items():
+        shown = ', '.join(paths[:3]) + (f', ... ({len(paths)} in all)' if len(paths) > 3 else '')
+        logging.warning('%s: skipped %d %s: %s (only image files directly inside each class '
+                        'folder are used).', folder, len(paths), SKIP_REASONS[reason], shown)
 
 
 def folder_fingerprint(folder: str) -> str:
-    names = folder_classes(folder)
-    files, _ = _folder_files(folder, names)
+    layout = folder_layout(folder)
     h = hashlib.sha256()
-    for path in (p for class_files in files for p in class_files):
+    for path in (p for class_files in layout.files for p in class_files):
         st = os.stat(path)
         h.update(f'{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()[:16]
+
+
+_SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N')
+
+
+def decode_image(img) -> np.ndarray:
+    """A loaded Pillow image → uint8 (H, W) grayscale or (H, W, 3) RGB.
+
+    The EXIF orientation is applied; 16-bit (and 32-bit integer / float) grayscale is
+    scaled to 8 bits, not clipped; transparent pixels (RGBA, LA, palette or grayscale with
+    a transparent colour) are composited onto a white background, so that a silhouette
+    drawn only in the alpha channel stays visible."""
+    from PIL import Image, ImageOps
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode in _SIXTEEN_BIT or mode in ('I', 'F'):
+        a = np.asarray(img).astype(np.float64)
+        top = float(a.max()) if a.size else 0.0
+        if mode in _SIXTEEN_BIT or 255 < top <= 65535:
+            a = a / 257.0
+        elif top > 65535:
+            a = a * (255.0 / top)
+        elif mode == 'F' and top <= 1.0:
+            a = a * 255.0
+        return np.clip(np.round(a), 0, 255).astype(np.uint8)
+    if mode == '1':
+        return np.asarray(img.convert('L'))
+    has_alpha = mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in img.info
+    if has_alpha:
+        gray = mode in ('LA', 'La', 'L')
+        rgba = img.convert('RGBA')
+        background = Image.new('RGBA', rgba.size, (BACKGROUND,) * 3 + (255,))
+        return np.asarray(Image.alpha_composite(background, rgba).convert('L' if gray else 'RGB'))
+    if mode == 'L':
+        return np.asarray(img)
+    return np.asarray(img.convert('RGB'))
 
 
 def _folder(name: str, source: Source, image_size, channels, data_dir, split, report=None):
@@ -239,10 +349,13 @@ def _folder(name: str, source: Source, image_size, channels, data_dir, split, re
     if split != 'all':
         raise ValueError(f'Dataset {name!r} is a folder of images and has no split {split!r}; '
                          f"use split='all' and a fraction (config.eval.predict_fraction).")
-    names = folder_classes(data_dir, f'Dataset {name!r}')
-    files, ignored = _folder_files(data_dir, names)
+    layout = folder_layout(data_dir, f'Dataset {name!r}')
+    names, files = layout.class_names, layout.files
+    _warn_skipped(data_dir, layout)
     report = report if report is not None else {}
-    report.update(ignored_files=len(ignored), corrupt_files=[])
+    report.update(ignored_files=len(layout.ignored), corrupt_files=[],
+                  skipped_entries={k: len(v) for k, v in layout.skipped.items()},
+                  blank_images={})
 
     def batches():
         for label, class_files in enumerate(files):
@@ -251,8 +364,7 @@ def _folder(name: str, source: Source, image_size, channels, data_dir, split, re
                 try:
                     with Image.open(path) as img:
                         img.load()
-                        mode = 'L' if img.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') else 'RGB'
-                        array = np.asarray(img.convert(mode))
+                        array = decode_image(img)
                 except Exception as e:   # noqa: BLE001 (any decoder failure: skip the file)
                     logging.warning('Skipping unreadable image %s (%s: %s).', path,
                                     type(e).__name__, e)
@@ -260,7 +372,17 @@ def _folder(name: str, source: Source, image_size, channels, data_dir, split, re
                     continue
                 images.append(preprocess(array[None], image_size, channels, path)[0])
             if images:
-                yield np.stack(images), np.full(len(images), label)
+                images = np.stack(images)
+                flat = images.reshape(len(images), -1)
+                blank = int(np.sum(flat.min(axis=1) == flat.max(axis=1)))
+                if blank:
+                    report['blank_images'][names[label]] = blank
+                if blank == len(images):
+                    logging.warning('%s: all %d images of class %r are blank (one colour) '
+                                    'after conversion: check the files (e.g. content only in '
+                                    'a transparency channel or an unusual bit depth).',
+                                    data_dir, blank, names[label])
+                yield images, np.full(len(images), label)
     return names, batches()
 
 
@@ -342,16 +464,39 @@ def _read_cache(path: str, expected: dict) -> Optional[Loaded]:
     differ = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
     if differ:
         detail = ', '.join(f'{k}: cache {a!r} vs wanted {b!r}' for k, (a, b) in differ.items())
-        raise ValueError(f'The cache at {path} was written with a different preprocessing '
+        raise UserError(f'The cache at {path} was written with a different preprocessing '
                          f'({detail}). It was left untouched; delete it to rebuild it, or '
                          f'use another config.data.cache_dir.')
     if meta.get('fingerprint') and folder_fingerprint(meta['folder']) != meta['fingerprint']:
         logging.info('The folder %s changed since its cache %s was written: rebuilding.',
                      meta['folder'], path)
         return None
-    pool = {int(k): np.load(os.path.join(path, f'class_{int(k):05d}.npy'), allow_pickle=False)
-            for k in meta['counts']}
-    return Loaded(pool, meta['class_names'], dict(meta, cache=path, from_cache=True))
+    return Loaded(_read_cached_arrays(path, meta), meta['class_names'],
+                  dict(meta, cache=path, from_cache=True))
+
+
+def _read_cached_arrays(path: str, meta: dict) -> dict[int, np.ndarray]:
+    """The class arrays of a cache, each checked against meta.json (count, image size,
+    channels, uint8): a cache edited or damaged by hand is refused, naming the array."""
+    def damaged(detail: str):
+        return UserError(f'The cache at {path} is damaged: {detail}. It was left untouched; '
+                         f'delete it to rebuild it, or use another config.data.cache_dir.')
+    if not isinstance(meta.get('counts'), dict) or not isinstance(meta.get('class_names'), list):
+        raise damaged("meta.json lacks 'counts' or 'class_names'")
+    size, channels = meta['image_size'], meta['channels']
+    pool = {}
+    for k, count in meta['counts'].items():
+        name = f'class_{int(k):05d}.npy'
+        try:
+            array = np.load(os.path.join(path, name), allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise damaged(f'{name} cannot be read ({type(e).__name__}: {e})') from None
+        expected = (int(count), size, size, channels)
+        if array.shape != expected or array.dtype != np.uint8:
+            raise damaged(f'{name} holds an array of shape {array.shape} and dtype '
+                          f'{array.dtype}, expected {expected} uint8 (meta.json)')
+        pool[int(k)] = array
+    return pool
 
 
 def _write_cache(path: str, loaded: Loaded) -> None:

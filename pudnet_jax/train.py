@@ -13,6 +13,7 @@ weights, the losses) is batched by `config.train.episode_batching`:
 
 import json
 import os
+import shutil
 import time
 from typing import Any
 
@@ -24,10 +25,11 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, metrics, periodic_actions
+from clu import metrics
 from flax.training import train_state
 
-from pudnet_jax.files import write_json
+from pudnet_jax.errors import UserError
+from pudnet_jax.files import workdir_lock, write_json
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import inter_dataset, sources
@@ -42,6 +44,9 @@ RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoi
                      'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict', 'compare',
                      'data.data_dir', 'data.cache_dir', 'data.val_classes')
 CLASSES_FILE = 'classes.json'
+# Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
+# from an older one, so that later saves of the same step do not collide with it.
+CORRUPT_DIR = 'corrupt_checkpoints'
 
 
 class TrainState(train_state.TrainState):
@@ -170,26 +175,43 @@ def config_to_dict(config) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def check_or_save_config(config, workdir: str, has_checkpoint: bool) -> None:
-    """Saves the config in the workdir; refuses to resume a checkpoint trained with
-    different settings (naming the settings that differ)."""
+def check_config(config, workdir: str, has_checkpoint: bool) -> None:
+    """Refuses to resume a checkpoint trained with different settings (naming the
+    settings that differ). Writes nothing. Tuples and lists compare equal (config.json
+    stores a tuple as a JSON list)."""
     path = os.path.join(workdir, CONFIG_FILE)
-    current = config_to_dict(config)
-    if has_checkpoint and os.path.exists(path):
-        with open(path) as f:
-            saved = _flatten(json.load(f))
-        now = _flatten(current)
-        allowed = lambda k: any(k == a or k.startswith(a + '.') for a in RESUMABLE_CHANGES)
-        differ = sorted(k for k in set(saved) | set(now)
-                        if not allowed(k) and saved.get(k) != now.get(k))
-        if differ:
-            detail = '; '.join(f'{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}'
-                               for k in differ[:8])
-            raise ValueError(
-                f'Workdir {workdir!r} holds a checkpoint trained with a different config '
-                f'({detail}). Use a new --workdir, or the config saved in {path}.')
+    if not (has_checkpoint and os.path.exists(path)):
+        return
+    with open(path) as f:
+        saved = _flatten(json.load(f))
+    now = _flatten(config_to_dict(config))
+    allowed = lambda k: any(k == a or k.startswith(a + '.') for a in RESUMABLE_CHANGES)
+    differ = sorted(k for k in set(saved) | set(now)
+                    if not allowed(k) and _plain(saved.get(k)) != _plain(now.get(k)))
+    if differ:
+        detail = '; '.join(f'{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}'
+                           for k in differ[:8])
+        raise UserError(
+            f'Workdir {workdir!r} holds a checkpoint trained with a different config '
+            f'({detail}). Use a new --workdir, or the config saved in {path}.')
+
+
+def _plain(value):
+    """JSON's view of a value: tuples as lists, recursively."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_config(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
-    write_json(path, current, sort_keys=True)
+    write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config), sort_keys=True)
+
+
+def check_or_save_config(config, workdir: str, has_checkpoint: bool) -> None:
+    """`check_config`, then saves the config in the workdir."""
+    check_config(config, workdir, has_checkpoint)
+    save_config(config, workdir)
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -208,17 +230,75 @@ def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
                                              create=True))
 
 
+def restore_newest_intact(mngr: ocp.CheckpointManager, target, workdir: str,
+                          move_aside: bool = False):
+    """(step, restored state) of the newest checkpoint that restores, or (None, None)
+    when there is none.
+
+    A checkpoint that fails to restore (a data file truncated or deleted, `_METADATA`
+    missing) is named in a warning and the next older one is tried; nothing is deleted.
+    With `move_aside` (training, which will save again), the unreadable newer ones are
+    moved to `workdir/corrupt_checkpoints/` so that Orbax's latest step, its later saves
+    of the same step numbers and its `max_to_keep` clean-up see only intact checkpoints.
+    When no checkpoint restores, a UserError names each one and its error, and nothing is
+    moved: this is more likely a code or config change than corruption of every step.
+    """
+    steps = sorted(mngr.all_steps(), reverse=True)
+    failed = []
+    for step in steps:
+        try:
+            state = mngr.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as e:   # noqa: BLE001 (any reader failure: try the previous one)
+            reason = ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
+            failed.append((step, reason))
+            logging.warning('Checkpoint %s cannot be restored (%s); trying an older one '
+                            '(nothing is deleted).', os.path.join(mngr.directory, str(step)),
+                            reason)
+            continue
+        if failed:
+            if move_aside:
+                _move_aside(mngr, [s for s, _ in failed], workdir)
+            logging.warning('Using checkpoint step %d (%s), the newest intact one.', step,
+                            os.path.join(mngr.directory, str(step)))
+        return step, state
+    if failed:
+        detail = '; '.join(f'step {s}: {r[:160]}' for s, r in failed)
+        raise UserError(f'No checkpoint in {mngr.directory} can be restored ({detail}). '
+                        f'Nothing was changed; use a new --workdir to train from scratch.')
+    return None, None
+
+
+def _move_aside(mngr: ocp.CheckpointManager, steps, workdir: str) -> None:
+    dest_root = os.path.join(workdir, CORRUPT_DIR)
+    os.makedirs(dest_root, exist_ok=True)
+    for step in steps:
+        src = os.path.join(mngr.directory, str(step))
+        dest, n = os.path.join(dest_root, f'step_{step}'), 1
+        while os.path.exists(dest):
+            dest, n = os.path.join(dest_root, f'step_{step}.{n}'), n + 1
+        shutil.move(src, dest)
+        logging.warning('Moved the unreadable checkpoint %s to %s (kept, not deleted).', src,
+                        dest)
+    mngr.reload()
+
+
 def restore_hypernet(workdir: str, config=None):
-    """(config, model, spec, hypernet variables) from a trained workdir's latest checkpoint."""
+    """(config, model, spec, hypernet variables) from a trained workdir's newest intact
+    checkpoint."""
+    return restore_hypernet_with_step(workdir, config)[:4]
+
+
+def restore_hypernet_with_step(workdir: str, config=None):
+    """`restore_hypernet` and the step of the checkpoint it restored."""
     config = config or load_workdir_config(workdir)
     model, spec = build_model(config)
     abstract = jax.eval_shape(lambda: create_train_state(config, model, spec))
     mngr = checkpoint_manager(workdir, config)
-    step = mngr.latest_step()
+    step, state = restore_newest_intact(mngr, abstract, workdir)
     if step is None:
-        raise FileNotFoundError(f'No checkpoint in {workdir!r}/checkpoints: train first.')
-    state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-    return config, model, spec, {'params': state.params, 'batch_stats': state.batch_stats}
+        raise FileNotFoundError(f'No checkpoint in {os.path.join(workdir, "checkpoints")}: '
+                                f'train there first (--mode=train).')
+    return config, model, spec, {'params': state.params, 'batch_stats': state.batch_stats}, step
 
 
 # ----------------------------------------------------------------------------- loop
@@ -240,12 +320,19 @@ def _check_finite(step: int, computed: dict, last_checkpoint, ckpt_dir: str, con
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after_step: int | None = None) -> dict:
-    """Trains (resuming from the workdir's latest checkpoint) then evaluates.
+    """Trains (resuming from the workdir's newest intact checkpoint) then evaluates.
 
-    `stop_after_step` simulates an interruption (used by tests): training stops right
-    after that step as if killed, and nothing is evaluated.
+    Holds the workdir's lock (`files.workdir_lock`) throughout. `stop_after_step`
+    simulates an interruption (used by tests): training stops right after that step as if
+    killed, and nothing is evaluated.
     """
-    os.makedirs(workdir, exist_ok=True)
+    from pudnet_jax import config_check
+    config_check.validate(config)
+    with workdir_lock(workdir):
+        return _train_and_evaluate(config, workdir, stop_after_step)
+
+
+def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> dict:
     t = config.train
     model, spec = build_model(config)
     loaded = sources.load(config.data.name, config.data.image_size, config.data.channels,
@@ -260,24 +347,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
         evaluate_lib.group_sampler(config, pool, 'test')
         evaluate_lib.group_sampler(config, pool, 'validation')
-    _write_classes(config, loaded, workdir)
 
     mngr = checkpoint_manager(workdir, config)
     ckpt_dir = str(mngr.directory)
-    latest = mngr.latest_step()
-    check_or_save_config(config, workdir, has_checkpoint=latest is not None)
+    check_config(config, workdir, has_checkpoint=bool(mngr.all_steps()))
     state = create_train_state(config, model, spec)
+    latest, restored = restore_newest_intact(mngr, state, workdir, move_aside=True)
+    if latest is not None and latest > t.num_train_steps:
+        raise UserError(
+            f'config.train.num_train_steps={t.num_train_steps} is below the step of the '
+            f'checkpoint in {ckpt_dir} ({latest}): pass --config.train.num_train_steps='
+            f'{latest} (or more) to evaluate it or train on, or use a new --workdir.')
+    _write_classes(config, loaded, workdir)
+    save_config(config, workdir)
     if latest is not None:
-        state = mngr.restore(latest, args=ocp.args.StandardRestore(state))
+        state = restored
         logging.info('Resumed from checkpoint at step %d in %s.', latest, ckpt_dir)
     start = int(state.step)
 
     train_step = make_train_step(config, model, spec)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    if start == 0:
-        writer.write_hparams(_flatten(config_to_dict(config)))
-    report = periodic_actions.ReportProgress(num_train_steps=t.num_train_steps, writer=writer,
-                                             every_steps=t.log_every)
+    writer = None
+    if jax.process_index() == 0:
+        from pudnet_jax.summaries import ScalarWriter
+        writer = ScalarWriter(workdir)
+        if start == 0:
+            writer.write_text(0, 'config', '```\n' + config.to_json_best_effort(indent=2)
+                              + '\n```')
     logging.info('Training %s (%d generated kernels, %d shared leaves) on %s, '
                  'steps %d..%d, %d episodes/step, batching=%s, backend=%s.',
                  spec.name, len(spec.generated), len(spec.shared), config.data.name, start,
@@ -287,49 +382,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     train_metrics = None
     last_checkpoint = latest
     t0 = time.time()
-    for step in range(start + 1, t.num_train_steps + 1):
-        batch = sampler.sample(step, t.episodes_per_step)
-        state, step_metrics = train_step(state, batch)
-        train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-        report(step)
-        is_last = step == t.num_train_steps
-        if step % t.log_every == 0 or is_last or step % t.checkpoint_every == 0:
-            computed = {k: float(v) for k, v in train_metrics.compute().items()}
-            _check_finite(step, computed, last_checkpoint, ckpt_dir, config)
-            if step % t.log_every == 0 or is_last:
-                writer.write_scalars(step, {f'train/{k}': v for k, v in computed.items()})
-                elapsed = time.time() - t0
-                rate = (step - start) / max(elapsed, 1e-9)
-                logging.info('step %d/%d  loss %.4f  episode acc %.3f  %.2f steps/s  ETA %s',
-                             step, t.num_train_steps, computed['loss'], computed['accuracy'],
-                             rate, _format_seconds((t.num_train_steps - step) / max(rate, 1e-9)))
-                train_metrics = None
-            if step % t.checkpoint_every == 0 or is_last:
-                mngr.save(step, args=ocp.args.StandardSave(state))
-                last_checkpoint = step
-        if stop_after_step is not None and step >= stop_after_step:
-            mngr.wait_until_finished()
-            writer.flush()
-            return {'stopped_at_step': step}
-    mngr.wait_until_finished()
-    train_seconds = time.time() - t0
-    steps_done = t.num_train_steps - start
+    try:
+        for step in range(start + 1, t.num_train_steps + 1):
+            batch = sampler.sample(step, t.episodes_per_step)
+            state, step_metrics = train_step(state, batch)
+            train_metrics = (step_metrics if train_metrics is None
+                             else train_metrics.merge(step_metrics))
+            is_last = step == t.num_train_steps
+            if step % t.log_every == 0 or is_last or step % t.checkpoint_every == 0:
+                computed = {k: float(v) for k, v in train_metrics.compute().items()}
+                _check_finite(step, computed, last_checkpoint, ckpt_dir, config)
+                if step % t.log_every == 0 or is_last:
+                    elapsed = time.time() - t0
+                    rate = (step - start) / max(elapsed, 1e-9)
+                    if writer:
+                        writer.write_scalars(step, {f'train/{k}': v for k, v in computed.items()}
+                                             | {'train/steps_per_second': rate})
+                    logging.info('step %d/%d  loss %.4f  episode acc %.3f  %.2f steps/s  '
+                                 'ETA %s', step, t.num_train_steps, computed['loss'],
+                                 computed['accuracy'], rate,
+                                 _format_seconds((t.num_train_steps - step) / max(rate, 1e-9)))
+                    train_metrics = None
+                if step % t.checkpoint_every == 0 or is_last:
+                    mngr.save(step, args=ocp.args.StandardSave(state))
+                    last_checkpoint = step
+            if stop_after_step is not None and step >= stop_after_step:
+                mngr.wait_until_finished()
+                return {'stopped_at_step': step}
+        mngr.wait_until_finished()
+        train_seconds = time.time() - t0
+        steps_done = t.num_train_steps - start
 
-    hyper_vars = {'params': state.params, 'batch_stats': state.batch_stats}
-    results = evaluate_any(config, model, spec, hyper_vars, pool, workdir)
-    results.update(train_seconds=round(train_seconds, 2), train_steps=t.num_train_steps,
-                   steps_this_run=steps_done, resumed_from_step=start,
-                   steps_per_second=round(steps_done / train_seconds, 3) if steps_done else None)
-    scalars = {'eval/accuracy': results['accuracy'], 'eval/ci95': results['ci95'],
-               'eval/untrained': results['controls']['untrained']['accuracy'],
-               'eval/mean_sketch': results['controls']['mean_sketch']['accuracy'],
-               'eval/conditioning_gain': results['conditioning_gain']}
-    if 'validation' in results:
-        scalars['validation/accuracy'] = results['validation']['accuracy']
-    writer.write_scalars(t.num_train_steps, scalars)
-    writer.flush()
-    evaluate_lib.write_results(results, workdir)
-    return results
+        hyper_vars = {'params': state.params, 'batch_stats': state.batch_stats}
+        results = evaluate_any(config, model, spec, hyper_vars, pool, workdir)
+        results.update(train_seconds=round(train_seconds, 2), train_steps=t.num_train_steps,
+                       steps_this_run=steps_done, resumed_from_step=start,
+                       steps_per_second=round(steps_done / train_seconds, 3) if steps_done else None)
+        if writer:
+            scalars = {'eval/accuracy': results['accuracy'], 'eval/ci95': results['ci95'],
+                       'eval/untrained': results['controls']['untrained']['accuracy'],
+                       'eval/mean_sketch': results['controls']['mean_sketch']['accuracy'],
+                       'eval/conditioning_gain': results['conditioning_gain']}
+            if 'validation' in results:
+                scalars['validation/accuracy'] = results['validation']['accuracy']
+            writer.write_scalars(t.num_train_steps, scalars)
+        evaluate_lib.write_results(results, workdir)
+        return results
+    finally:
+        if writer:
+            writer.close()
 
 
 def is_inter_dataset(config) -> bool:

@@ -72,9 +72,13 @@ def test_workdir_with_a_different_config_is_refused(tmp_path):
     assert train_lib.train_and_evaluate(longer, workdir)['resumed_from_step'] == 2
 
 
-def test_non_finite_loss_stops_before_saving(tmp_path):
+def test_non_finite_loss_stops_before_saving(tmp_path, monkeypatch):
     config = test_config.get_config()
-    config.loss.temperature = float('nan')
+    # A NaN temperature is now refused by the config validation (test_reliability), so
+    # the loss is made non-finite inside the training step instead.
+    real_loss = train_lib.pudnet_loss
+    monkeypatch.setattr(train_lib, 'pudnet_loss', lambda *a, **k: jax.tree.map(
+        lambda x: x * float('nan'), real_loss(*a, **k)))
     workdir = str(tmp_path / 'nan')
     with pytest.raises(train_lib.NonFiniteLossError, match='Non-finite training loss by step 2'):
         train_lib.train_and_evaluate(config, workdir)
