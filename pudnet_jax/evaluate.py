@@ -218,9 +218,7 @@ def format_results(r: dict) -> str:
     rows = [
         ('dataset / target', f"{r['dataset']} held-out classes {r['test_classes']} / {r['target']}"),
         ('protocol', f"{what}: {r['groups']} groups, {r['ways']}-way; per class "
-                     f"{r.get('prediction_shots', r['shots'])} prediction images (sketch, BN "
-                     f"statistics), the first {r['shots']} of them labelled (centroids), "
-                     f"{r['test_shots']} test images"),
+                     f"{_prediction_set_text(r)}, {r['test_shots']} test images"),
         ('PudNet accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
     ] + top_k_rows(r) + controls.table_rows(r) + [
         ('verdict', controls.verdict(r)),
@@ -228,6 +226,14 @@ def format_results(r: dict) -> str:
                             f"{r['backend']}), compile {r['compile_seconds']:.2f} s"),
     ]
     return format_table(rows)
+
+
+def _prediction_set_text(r: dict) -> str:
+    p, shots = r.get('prediction_shots', r['shots']), r['shots']
+    if p == shots:
+        return f'{p} labelled prediction images (sketch, BN statistics, centroids)'
+    return (f'{p} prediction images (sketch, BN statistics), the first {shots} of them '
+            f'labelled (centroids)')
 
 
 def top_k_rows(r: dict) -> list[tuple[str, str]]:
