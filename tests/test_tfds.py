@@ -26,6 +26,7 @@ def _shrink(config, ways=None):
     config.train.log_every = config.train.checkpoint_every = 1
     e = config.eval
     e.shots, e.groups = 1, 1
+    e.val_groups, e.untrained_seeds, e.mean_sketch_images = 1, 1, 20   # the controls, tiny
     if e.get('protocol') == 'inter':
         e.draws, e.chunk_size, e.bn_images = 2, 64, 32
     else:
