@@ -166,9 +166,10 @@ def control_accuracies(spec: TargetSpec, params_by_control: dict, scores_fn, gro
     """{control: [accuracy of each of its networks]} on one group, each network given
     BatchNorm statistics from the group's prediction set and scored like PudNet's."""
     with_stats = make_stats_fn(spec)
-    return {name: [group_accuracy(scores_fn(with_stats(p, group.support),
-                                            *labelled(group, ways, shots), group.query),
-                                  group.query_labels)[0] for p in params_list]
+    images, labels = labelled(group, ways, shots)
+    return {name: [group_accuracy(scores_fn(with_stats(p, group.support), images, labels,
+                                            group.query), group.query_labels)[0]
+                   for p in params_list]
             for name, params_list in params_by_control.items()}
 
 

@@ -80,6 +80,7 @@ def check_parts(dataset: str, names, predict, test, shots: int) -> None:
                          f'(eval.shots, for its centroid) and 1 test image; ' + '; '.join(short))
 
 
+@functools.lru_cache(maxsize=None)   # one compilation per hypernetwork and settings
 def make_predictor(model: PudNet, spec: TargetSpec, chunk_size: int, bn_images: int, seed: int):
     """uint8 prediction images (N, H, W, C), any N → the target's full variables."""
     encode = jax.jit(lambda hv, x: model.apply(hv, data_lib.normalize(x), train=False,
