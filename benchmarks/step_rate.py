@@ -42,7 +42,7 @@ def main(_):
                                   config.data.channels, config.data.data_dir,
                                   cache_dir=config.data.get('cache_dir'))
     sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
-                                      t.queries, seed=0)
+                                      t.queries, seed=0, domains=config.data.get('domains'))
     batches = [sampler.sample(i, t.episodes_per_step) for i in range(FLAGS.steps + 1)]
     t0 = time.perf_counter()
     for i in range(FLAGS.steps):

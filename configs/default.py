@@ -38,6 +38,12 @@ def get_config():
     config.model.generator_hidden = 16
     config.model.eta = 0.1            # paper: 0.1 for ConvNet-3
     config.model.use_ahru = True      # False: ablation "no AHRU context"
+    # Conditioning switches (README "Parameters that follow the data"); the paper's model
+    # is batch / mean / False / False.
+    config.model.encoder_norm = 'batch'   # 'batch' | 'layer' | 'none': the sketch encoder's norm
+    config.model.set_pooling = 'mean'     # 'mean' | 'mean_sq': sketch = mean (and 2nd moment)
+    config.model.residual = False         # kernels = learned base + generated delta
+    config.model.film = False             # BatchNorm scale/bias also generated (FiLM)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.temperature = 10.0
@@ -81,6 +87,11 @@ def get_config():
     config.eval.seed = 1
     config.eval.untrained_seeds = 3    # the untrained control: mean over these random inits
     config.eval.mean_sketch_images = 500   # per training class, for the mean-sketch control
+    # PudNet + refined sketch (pudnet_jax/refine.py), reported as a row of its own beside
+    # the single forward pass: Adam steps on the sketch alone under the leave-one-out
+    # metric loss of the labelled prediction images. 0: off.
+    config.eval.refine_steps = 0
+    config.eval.refine_lr = 0.1
 
     # --mode=compare: baselines on the first `groups` test groups; every baseline setting
     # is selected on validation groups (the validation role, never the test groups).

@@ -123,6 +123,16 @@ def run_compare(workdir: str, config=None) -> dict:
     logging.info('PudNet: %.4f on %d groups, %.1f ms per group', pudnet_acc, len(test),
                  1000 * pudnet_seconds)
 
+    # PudNet + refined sketch (eval.refine_steps > 0), on the same groups.
+    refined = evaluate_lib.Refined(config, model, spec, test[0])
+    if refined.steps:
+        for g in test:
+            refined.add(hyper_vars, g, scores_c)
+        rows.append(_row('PudNet + refined sketch', refined.accuracies,
+                         seconds=float(np.median(refined.seconds[1:] or refined.seconds)),
+                         one_off=pudnet_train_seconds, family='pudnet_refined',
+                         note=f'{refined.steps} Adam steps of {refined.lr:g} on the sketch'))
+
     # The controls, as in results.json: untrained target, mean-sketch network.
     params = controls.control_params(config, model, spec, hyper_vars, pool, workdir)
     control_accs = {name: [] for name in params}
@@ -152,7 +162,8 @@ def run_compare(workdir: str, config=None) -> dict:
                      one_off=pre_s, family='pretrained_bn',
                      note=pre_note + ', BN statistics from the prediction set as PudNet'))
     train_sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
-                                            t.queries, seed=config.seed + 1)
+                                            t.queries, seed=config.seed + 1,
+                                            domains=config.data.get('domains'))
     protonet, proto_s, proto_step, _ = baselines.train_protonet(
         spec, train_sampler, val, c.protonet_steps, t.episodes_per_step, c.protonet_eval_every,
         t.learning_rate, config.loss.temperature, config.seed, ways, shots)
@@ -199,6 +210,10 @@ def run_compare(workdir: str, config=None) -> dict:
                'speedup': speedup, 'compare_seconds': round(time.time() - t_start, 1)}
     summary.update(gains)
     summary['verdict'] = controls.verdict(dict(gains, accuracy=pudnet_acc))
+    if refined.steps:
+        summary['refined'] = refined.summary(control_accs)
+        summary['speedup_refined'] = _speedup(curves, summary['refined']['accuracy'],
+                                              summary['refined']['seconds'], chance)
     write_outputs(summary, workdir, output_name(config))
     return summary
 
@@ -258,6 +273,13 @@ def write_outputs(summary: dict, workdir: str, name: str = 'compare') -> None:
              f"network {100 * summary['gain_over_untrained']:+.2f} ± "
              f"{100 * summary['gain_over_untrained_ci95']:.2f} points. {summary['verdict']}.", '',
              f"**Speedup at equal accuracy:** {summary['speedup']['text']}.", '',
+             *([f"**PudNet + refined sketch:** conditioning gain "
+                f"{100 * summary['refined']['conditioning_gain']:+.2f} ± "
+                f"{100 * summary['refined']['conditioning_gain_ci95']:.2f} points, over the "
+                f"untrained network {100 * summary['refined']['gain_over_untrained']:+.2f} ± "
+                f"{100 * summary['refined']['gain_over_untrained_ci95']:.2f} points; "
+                f"{summary['speedup_refined']['text'].replace('PudNet', 'PudNet + refined sketch')}.",
+                ''] if 'refined' in summary else []),
              '| method | ACC (%) ± 95% CI | seconds to produce the network | one-off training | note |',
              '|---|---|---|---|---|']
     for r in rows:
@@ -286,6 +308,10 @@ def _plot(summary: dict, path: str) -> None:
         if r['family'] == 'pudnet':
             ax.errorbar([r['seconds']], [100 * r['accuracy']], yerr=[100 * r['ci95']], fmt='*',
                         color='C2', ms=14, label=f"PudNet ({_fmt_seconds(r['seconds'])})")
+        elif r['family'] == 'pudnet_refined':
+            ax.errorbar([r['seconds']], [100 * r['accuracy']], yerr=[100 * r['ci95']], fmt='P',
+                        color='C9', ms=11,
+                        label=f"PudNet + refined sketch ({_fmt_seconds(r['seconds'])})")
         elif r['family'] in ('pretrained', 'pretrained_bn', 'protonet', 'control', 'mean_sketch'):
             ax.axhline(100 * r['accuracy'], ls=':' if r['family'] == 'pretrained_bn' else '--',
                        lw=1, color={'pretrained': 'C5', 'pretrained_bn': 'C5', 'protonet': 'C6',

@@ -90,6 +90,12 @@ def _check_data_and_target(p: _Problems) -> None:
     p.int_at_least('data.image_size', 1)
     if p.get('data.channels') not in (1, 3):
         p.add('data.channels', p.get('data.channels'), 'must be 1 (grayscale) or 3 (RGB)')
+    domains = p.get('data.domains', None)
+    if domains is not None and not (
+            hasattr(domains, 'items') and all(
+                isinstance(v, (list, tuple)) and all(_is_int(c) for c in v)
+                for _, v in domains.items())):
+        p.add('data.domains', domains, 'must map each domain name to a tuple of class labels')
     lists = {}
     for field in ('data.train_classes', 'data.test_classes', 'data.val_classes'):
         v = p.get(field, ())
@@ -121,6 +127,13 @@ def _check_model_and_loss(p: _Problems) -> None:
     p.int_at_least('model.sketch_dim', 1)
     p.int_at_least('model.generator_p', 1, optional=True)
     p.int_at_least('model.generator_hidden', 1, optional=True)
+    from pudnet_jax.hypernet import ENCODER_NORMS, SET_POOLINGS
+    for field, allowed in (('model.encoder_norm', ENCODER_NORMS),
+                           ('model.set_pooling', SET_POOLINGS),
+                           ('model.residual', (True, False)), ('model.film', (True, False))):
+        v = p.get(field, allowed[0])
+        if not any(v is a or (isinstance(a, str) and v == a) for a in allowed):
+            p.add(field, v, f'must be one of {allowed}')
     p.positive('loss.temperature')
     from pudnet_jax import train
     try:
@@ -156,6 +169,9 @@ def _check_eval(p: _Problems) -> None:
     p.int_at_least('eval.seed', 0, optional=True)
     p.int_at_least('eval.untrained_seeds', 1, optional=True)       # the controls
     p.int_at_least('eval.mean_sketch_images', 1, optional=True)
+    p.int_at_least('eval.refine_steps', 0, optional=True)
+    if p.get('eval.refine_steps', 0):
+        p.number_in('eval.refine_lr', 0.0, 10.0, low_open=True)
     if protocol == 'inter':
         from pudnet_jax import sources
         if p.get('eval.dataset') not in sources.SOURCES:

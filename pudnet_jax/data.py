@@ -12,6 +12,7 @@ import dataclasses
 from typing import Optional, Sequence
 
 import flax
+from absl import logging
 import numpy as np
 
 from pudnet_jax import sources
@@ -152,7 +153,8 @@ class EpisodeSampler:
     (sketch and centroids), `queries` other images per class are classified."""
 
     def __init__(self, pool: Pool, classes: Sequence[int], ways: int, shots: int,
-                 queries: int, seed: int, what: str = 'episodes'):
+                 queries: int, seed: int, what: str = 'episodes',
+                 domains: Optional[dict] = None):
         missing = [c for c in classes if c not in pool]
         if missing:
             raise ValueError(f'{what}: classes {missing} are not in the dataset '
@@ -168,6 +170,22 @@ class EpisodeSampler:
                              f'{shots} + {queries} = {need} images; {detail}.')
         self.pool, self.classes = pool, list(classes)
         self.ways, self.shots, self.queries, self.seed = ways, shots, queries, seed
+        # With `domains` (name → classes): every episode's classes come from one domain,
+        # drawn uniformly among the domains with >= `ways` of these classes.
+        self.domains = None
+        if domains:
+            position = {c: i for i, c in enumerate(self.classes)}
+            groups = [[position[c] for c in members if c in position]
+                      for members in domains.values()]
+            self.domains = [g for g in groups if len(g) >= ways]
+            if not self.domains:
+                raise ValueError(f'{what}: no domain has {ways} of the classes '
+                                 f'{list(classes)} (config.data.domains).')
+            unused = sorted(set(self.classes) - {self.classes[i] for g in self.domains
+                                                 for i in g})
+            if unused:
+                logging.warning('%s: classes %s are in no domain with >= %d of them; '
+                                'they are never drawn.', what, unused, ways)
 
     def sample(self, index: int, num_episodes: int) -> Episodes:
         rng = np.random.default_rng([self.seed, index])
@@ -177,7 +195,11 @@ class EpisodeSampler:
         qry = np.empty((num_episodes, n * q) + shape, np.float32)
         cls = np.empty((num_episodes, n), np.int32)
         for e in range(num_episodes):
-            chosen = rng.choice(len(self.classes), size=n, replace=False)
+            if self.domains:
+                members = self.domains[int(rng.integers(len(self.domains)))]
+                chosen = np.asarray(members)[rng.choice(len(members), size=n, replace=False)]
+            else:
+                chosen = rng.choice(len(self.classes), size=n, replace=False)
             for j, k in enumerate(chosen):
                 imgs = self.pool[self.classes[k]]
                 pick = rng.choice(len(imgs), size=s + q, replace=False)

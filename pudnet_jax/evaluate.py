@@ -21,6 +21,7 @@ import numpy as np
 from pudnet_jax.files import write_json
 from pudnet_jax import controls
 from pudnet_jax import data as data_lib
+from pudnet_jax import refine as refine_lib
 from pudnet_jax.controls import mean_ci95  # noqa: F401  (re-exported)
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import class_centroids, cosine_logits
@@ -101,7 +102,8 @@ def group_sampler(config, pool, split: str = 'test') -> data_lib.EpisodeSampler:
     part, classes = r.test if split == 'test' else r.validation
     seed = e.seed if split == 'test' else e.seed + VALIDATION_SEED_OFFSET
     return data_lib.EpisodeSampler(part, classes, e.ways, prediction_shots(e), e.test_shots,
-                                   seed=seed, what=f'{split} groups')
+                                   seed=seed, what=f'{split} groups',
+                                   domains=config.data.get('domains'))
 
 
 def labelled(group: data_lib.Episodes, ways: int, shots: int):
@@ -173,6 +175,41 @@ def control_accuracies(spec: TargetSpec, params_by_control: dict, scores_fn, gro
             for name, params_list in params_by_control.items()}
 
 
+class Refined:
+    """PudNet + refined sketch (`eval.refine_steps` > 0, `refine.py`) on the same groups:
+    its accuracies and seconds, summarised beside the same controls."""
+
+    def __init__(self, config, model, spec, first):
+        e = config.eval
+        self.steps, self.lr = int(e.get('refine_steps') or 0), float(e.get('refine_lr') or 0.0)
+        self.ways, self.shots = e.ways, e.shots
+        self.accuracies, self.seconds = [], []
+        if self.steps:
+            self.predict = refine_lib.make_refined_predict_fn(model, spec, e.ways, self.steps,
+                                                              self.lr)
+            self.index = refine_lib.labelled_index(e.ways, first.support.shape[0] // e.ways,
+                                                   e.shots)
+
+    def add(self, hyper_vars, group, scores_fn):
+        if not self.steps:
+            return
+        labels = group.support_labels[self.index]
+        t0 = time.perf_counter()
+        variables, _ = self.predict(hyper_vars, group.support, self.index, labels)
+        jax.block_until_ready(variables)
+        self.seconds.append(time.perf_counter() - t0)
+        scores = scores_fn(variables, group.support[self.index], labels, group.query)
+        self.accuracies.append(group_accuracy(scores, group.query_labels)[0])
+
+    def summary(self, control_accs) -> dict:
+        out = dict(zip(('accuracy', 'ci95'), mean_ci95(self.accuracies)))
+        gains = controls.summarize(self.accuracies, control_accs)
+        gains.pop('controls')
+        # The first group's time includes compilation: the median skips it.
+        return out | gains | {'steps': self.steps, 'lr': self.lr,
+                              'seconds': float(np.median(self.seconds[1:] or self.seconds))}
+
+
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=None,
              split: str = 'test', quiet: bool = False) -> dict:
     """PudNet and its controls on the groups of one role: `eval.groups` test groups, or
@@ -189,6 +226,7 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=
     groups = (first if g == 0 else sampler.sample(g, 1)[0] for g in range(num_groups))
     accuracies, top_ks, seconds = [], [], []
     control_accs = {name: [] for name in params}
+    refined = Refined(config, model, spec, first)
     for group, _, scores, s in predict_groups(predict_c, scores_c, hyper_vars, groups,
                                               e.ways, e.shots):
         seconds.append(s)
@@ -199,8 +237,11 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=
         for name, accs in control_accuracies(spec, params, scores_c, group, e.ways,
                                              e.shots).items():
             control_accs[name].append(accs)
+        refined.add(hyper_vars, group, scores_c)
     results = accuracy_summary(accuracies, top_ks, top_k)
     results.update(controls.summarize(accuracies, control_accs))
+    if refined.steps:
+        results['refined'] = refined.summary(control_accs)
     results.update({
         'split': split, 'groups': num_groups, 'ways': e.ways, 'shots': e.shots,
         'prediction_shots': prediction_shots(e), 'test_shots': e.test_shots,
@@ -223,10 +264,26 @@ def format_results(r: dict) -> str:
         ('PudNet accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % (95% CI)"),
     ] + top_k_rows(r) + controls.table_rows(r) + [
         ('verdict', controls.verdict(r)),
+    ] + refined_rows(r) + [
         ('time to predict', f"{1000 * r['predict_seconds']:.1f} ms per group (median, "
                             f"{r['backend']}), compile {r['compile_seconds']:.2f} s"),
     ]
     return format_table(rows)
+
+
+def refined_rows(r: dict) -> list[tuple[str, str]]:
+    """Rows of the 'PudNet + refined sketch' result, when there is one."""
+    f = r.get('refined')
+    if not f:
+        return []
+    pts = lambda k: f"{100 * f[k]:+.2f} ± {100 * f[k + '_ci95']:.2f}"
+    return [('PudNet + refined sketch',
+             f"{100 * f['accuracy']:.2f} ± {100 * f['ci95']:.2f} % ({f['steps']} Adam steps of "
+             f"{f['lr']:g} on the sketch, leave-one-out metric loss of the labelled images; "
+             f"{1000 * f['seconds']:.0f} ms per network)"),
+            ('  its gains', f"over the mean sketch {pts('conditioning_gain')} points, over "
+                            f"untrained {pts('gain_over_untrained')} points (paired)"),
+            ('  verdict', controls.verdict(f).replace('PudNet is', 'PudNet + refined sketch is'))]
 
 
 def _prediction_set_text(r: dict) -> str:

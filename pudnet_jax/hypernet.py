@@ -20,11 +20,24 @@ import jax.numpy as jnp
 from pudnet_jax.targets import TargetSpec, init_shared_leaf
 
 
+ENCODER_NORMS = ('batch', 'layer', 'none')
+SET_POOLINGS = ('mean', 'mean_sq')
+
+
 class SketchEncoder(nn.Module):
-    """T_φ: three conv → LeakyReLU → BatchNorm blocks and a projection to an m-vector."""
+    """T_φ: three conv → LeakyReLU → norm blocks and a projection to an m-vector.
+
+    `norm`: 'batch' (the paper's BatchNorm: in training the E episodes of a step share
+    batch statistics, inference uses running averages), 'layer' (LayerNorm: the same
+    computation per image in training and inference) or 'none'. `pooling='mean_sq'`
+    returns each image's (f, f²), 2m values, so that the sketch (their mean, still a
+    streaming mean) holds the first and second moments of the features.
+    """
     sketch_dim: int = 256
     features: Sequence[int] = (16, 32, 32)
     kernel_size: int = 5
+    norm: str = 'batch'
+    pooling: str = 'mean'
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -32,9 +45,15 @@ class SketchEncoder(nn.Module):
         for i, f in enumerate(self.features):
             x = nn.Conv(f, (k, k), strides=(2, 2), name=f'conv{i}')(x)
             x = nn.leaky_relu(x, negative_slope=0.2)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f'bn{i}')(x)
+            if self.norm == 'batch':
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f'bn{i}')(x)
+            elif self.norm == 'layer':
+                x = nn.LayerNorm(name=f'ln{i}')(x)
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(self.sketch_dim, name='project')(x)
+        x = nn.Dense(self.sketch_dim, name='project')(x)
+        if self.pooling == 'mean_sq':
+            x = jnp.concatenate([x, jnp.square(x)], axis=-1)
+        return x
 
 
 def dataset_sketch(features: jax.Array, labels: Optional[jax.Array] = None,
@@ -105,6 +124,7 @@ class WeightGenerator(nn.Module):
     kernel_shape: tuple[int, ...]
     p: int = 8
     hidden: int = 16
+    residual: bool = False
 
     @nn.compact
     def __call__(self, embedding):
@@ -112,9 +132,16 @@ class WeightGenerator(nn.Module):
         k2 = math.prod(spatial)
         w = nn.Dense(self.p * k2, name='embed')(embedding).reshape(k2, self.p)
         w = nn.gelu(nn.Dense(self.hidden, name='conv1x1_a')(w))
-        he = nn.initializers.variance_scaling(2.0 / (k2 * c_in), 'fan_in', 'normal')
+        # residual: a learned base kernel (Flax's default conv init) plus a generated
+        # delta that starts at a tenth of that scale, so the untrained hypernetwork
+        # generates (about) the untrained target.
+        gain = 0.01 if self.residual else 1.0
+        he = nn.initializers.variance_scaling(gain * 2.0 / (k2 * c_in), 'fan_in', 'normal')
         w = nn.Dense(c_in * c_out, kernel_init=he, name='conv1x1_b')(w)
-        return w.reshape(self.kernel_shape)
+        w = w.reshape(self.kernel_shape)
+        if self.residual:
+            w = w + self.param('base_kernel', nn.initializers.lecun_normal(), self.kernel_shape)
+        return w
 
 
 def _shape_key(shape: Sequence[int]) -> str:
@@ -133,9 +160,16 @@ class PudNet(nn.Module):
     use_ahru: bool = True
     temperature: float = 10.0
     learn_temperature: bool = False
+    encoder_norm: str = 'batch'
+    set_pooling: str = 'mean'
+    residual: bool = False
+    film: bool = False
 
     def setup(self):
-        self.encoder = SketchEncoder(self.sketch_dim, self.sketch_features)
+        self.encoder = SketchEncoder(self.sketch_dim, self.sketch_features,
+                                     norm=self.encoder_norm, pooling=self.set_pooling)
+        if self.set_pooling == 'mean_sq':   # (mean, second moment) → an m-vector
+            self.pool_project = nn.Dense(self.sketch_dim, name='pool_project')
         self.ahru = AHRU(len(self.spec.generated))
         # Layers of identical kernel shape run as one vmapped computation; each layer
         # still has its own generator weights (stacked along the leading axis).
@@ -146,10 +180,16 @@ class PudNet(nn.Module):
         self.generators = {
             _shape_key(shape): nn.vmap(WeightGenerator, variable_axes={'params': 0},
                                        split_rngs={'params': True})(
-                shape, self.generator_p, self.generator_hidden)
+                shape, self.generator_p, self.generator_hidden, self.residual)
             for shape, _ in self._groups}
         self.shared = self.param('target_shared', lambda _: {
             '/'.join(p): init_shared_leaf(p, s) for p, s in self.spec.shared})
+        if self.film:
+            # FiLM (as CNAPs): per dataset, BatchNorm scale ·(1 + Δγ) and bias + Δβ,
+            # Δ a zero-initialised linear map of the sketch, one per shared leaf.
+            self.film_maps = {'/'.join(p): nn.Dense(math.prod(s), kernel_init=nn.initializers.zeros,
+                                                    name='film_' + '_'.join(p))
+                              for p, s in self.spec.shared}
         self.head = nn.Dense(self.num_train_classes, name='full_head')
         if self.learn_temperature:
             self.log_tau = self.param('log_tau', lambda _: jnp.log(jnp.float32(self.temperature)))
@@ -168,6 +208,7 @@ class PudNet(nn.Module):
     def layer_embeddings(self, sketch):
         """â_t = (1-η) a_t + η s for every target layer (eq. 5), shape (T, m)."""
         num_layers = len(self.spec.generated)
+        sketch = self.sketch_vector(sketch)
         if not self.use_ahru:   # ablation: every generator sees the plain sketch
             return jnp.broadcast_to(sketch, (num_layers, sketch.shape[-1]))
         a = self.ahru(sketch)
@@ -181,8 +222,21 @@ class PudNet(nn.Module):
             out = self.generators[_shape_key(shape)](emb[jnp.array(layer_ids)])
             for i, t in enumerate(layer_ids):
                 kernels[t] = out[i]
-        shared = {tuple(k.split('/')): v for k, v in self.shared.items()}
+        shared = dict(self.shared)
+        if self.film:
+            s = self.sketch_vector(sketch)
+            for k, v in shared.items():
+                delta = self.film_maps[k](s).reshape(v.shape)
+                shared[k] = v * (1.0 + delta) if k.endswith('scale') else v + delta
+        shared = {tuple(k.split('/')): v for k, v in shared.items()}
         return self.spec.assemble_params(kernels, shared)
+
+    def sketch_vector(self, sketch):
+        """The m-vector the AHRU and the generators read: the sketch itself, or with
+        `set_pooling='mean_sq'` a learned projection of its (mean, second moment)."""
+        if self.set_pooling == 'mean_sq':
+            return self.pool_project(sketch)
+        return sketch
 
     def full_head(self, features):
         return self.head(features)
@@ -199,7 +253,10 @@ def make_pudnet(config, spec: TargetSpec) -> PudNet:
                   sketch_dim=m.sketch_dim, sketch_features=tuple(m.sketch_features),
                   generator_p=m.generator_p, generator_hidden=m.generator_hidden,
                   eta=m.eta, use_ahru=m.use_ahru, temperature=config.loss.temperature,
-                  learn_temperature=config.loss.learn_temperature)
+                  learn_temperature=config.loss.learn_temperature,
+                  encoder_norm=m.get('encoder_norm', 'batch'),
+                  set_pooling=m.get('set_pooling', 'mean'), residual=m.get('residual', False),
+                  film=m.get('film', False))
 
 
 def streaming_sketch(encode: Callable[[jax.Array], jax.Array], images, chunk_size: int):

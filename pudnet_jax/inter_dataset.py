@@ -32,6 +32,7 @@ from pudnet_jax.files import write_json
 from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import refine as refine_lib
 from pudnet_jax import sources
 from pudnet_jax.hypernet import PudNet, streaming_sketch
 from pudnet_jax.losses import class_centroids, cosine_logits
@@ -142,24 +143,33 @@ def predict_variables(e, model, spec, hyper_vars, predict_pool) -> tuple[dict, d
                        'chunk_size': e.chunk_size, 'backend': jax.default_backend()}
 
 
+def draw_labelled(e, predict_pool, r: int) -> np.ndarray:
+    """Draw `r`'s labelled images: `e.shots` prediction images of each class, class-major."""
+    rng = np.random.default_rng([e.seed, 1000 + r])
+    return np.concatenate([predict_pool[c][rng.choice(len(predict_pool[c]), e.shots,
+                                                      replace=False)]
+                           for c in sorted(predict_pool)])
+
+
 def score(e, spec, variables, predict_pool, test_pool, per_draw: bool = False):
     """N-way accuracy (all classes) on the test pool, centroids from `e.shots` labelled
     prediction images per class, mean ± 95% CI over `e.draws` draws of them (the same
-    draws for every network). With `per_draw`, also the list of per-draw accuracies."""
+    draws for every network). With `per_draw`, also the list of per-draw accuracies.
+    `variables` may be a function of the draw (a network per draw: the refined sketch's)."""
     features = features_in_chunks(spec, e.chunk_size)
     classes = sorted(predict_pool)
     test_images, _, _ = flatten({c: test_pool[c] for c in classes})
     test_labels = np.concatenate([np.full(len(test_pool[c]), i) for i, c in enumerate(classes)])
-    f_test = jnp.asarray(features(variables, test_images))
     ways, top_k = len(classes), e.get('top_k') or 0
+    f_test = None if callable(variables) else jnp.asarray(features(variables, test_images))
     accuracies, top_ks = [], []
     for r in range(e.draws):
-        rng = np.random.default_rng([e.seed, 1000 + r])
-        labelled = np.concatenate([predict_pool[c][rng.choice(len(predict_pool[c]), e.shots,
-                                                              replace=False)] for c in classes])
-        f_l = jnp.asarray(features(variables, labelled))
-        logits = cosine_logits(f_test, class_centroids(f_l, np.repeat(np.arange(ways), e.shots),
-                                                       ways), 1.0)
+        labelled = draw_labelled(e, predict_pool, r)
+        f_l = jnp.asarray(features(variables if not callable(variables) else variables(r),
+                                   labelled))
+        f_t = f_test if f_test is not None else jnp.asarray(features(variables(r), test_images))
+        logits = cosine_logits(f_t, class_centroids(f_l, np.repeat(np.arange(ways), e.shots),
+                                                    ways), 1.0)
         top1, top = evaluate_lib.group_accuracy(logits, test_labels, top_k)
         accuracies.append(top1)
         if top is not None:
@@ -186,7 +196,47 @@ def score_with_controls(config, model, spec, hyper_vars, variables, predict_pool
                          test_pool, per_draw=True)[1] for params in params_list]
         control_accs[name] = [list(draw) for draw in zip(*per_net)]
     results.update(controls.summarize(accs, control_accs))
+    if e.get('refine_steps'):
+        results['refined'] = score_refined(config, model, spec, hyper_vars, predict_pool,
+                                           test_pool, control_accs)
     return results
+
+
+def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
+                  control_accs) -> dict:
+    """PudNet + refined sketch on the same draws: per draw, the whole prediction part's
+    sketch refined on that draw's labelled images (their own BatchNorm statistics during
+    the refinement), then the network generated from it with BatchNorm statistics from
+    the same prediction subsample as every other network."""
+    e = config.eval
+    ways = len(predict_pool)
+    steps, lr = int(e.refine_steps), float(e.refine_lr)
+    refine_fn = refine_lib.make_refine_fn(model, spec, ways, steps, lr)
+    images, _, _ = flatten(predict_pool)
+    encode = jax.jit(lambda hv, x: model.apply(hv, data_lib.normalize(x), train=False,
+                                               method=PudNet.encode))
+    sketch = streaming_sketch(lambda c: encode(hyper_vars, c), images, e.chunk_size)
+    predictor = make_predictor(model, spec, e.chunk_size, e.bn_images, e.seed)
+    generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
+    labels = np.repeat(np.arange(ways), e.shots)
+    index = np.arange(ways * e.shots)
+    seconds, cache = [], {}
+
+    def variables(r):
+        if r not in cache:
+            labelled = jnp.asarray(data_lib.normalize(draw_labelled(e, predict_pool, r)))
+            t0 = time.perf_counter()
+            s = refine_fn(hyper_vars, sketch, labelled, index, labels)
+            cache.clear()
+            cache[r] = predictor(hyper_vars, images, generate(hyper_vars, s))
+            seconds.append(time.perf_counter() - t0)
+        return cache[r]
+    _, accs = score(e, spec, variables, predict_pool, test_pool, per_draw=True)
+    out = dict(zip(('accuracy', 'ci95'), controls.mean_ci95(accs)))
+    gains = controls.summarize(accs, control_accs)
+    gains.pop('controls')
+    return out | gains | {'steps': steps, 'lr': lr,
+                          'seconds': float(np.median(seconds[1:] or seconds))}
 
 
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None,
@@ -218,6 +268,7 @@ def format_results(r: dict) -> str:
     ] + evaluate_lib.top_k_rows(r)
     if 'controls' in r:
         rows += controls.table_rows(r, 'draws') + [('verdict', controls.verdict(r))]
+    rows += evaluate_lib.refined_rows(r)
     rows.append(('time to predict', f"{r['predict_seconds']:.3f} s ({r['backend']}; first "
                                     f"call with compilation {r['first_predict_seconds']:.2f} s)"))
     return evaluate_lib.format_table(rows)

