@@ -21,7 +21,7 @@ Writes OUT.json and OUT.png.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import time
 
@@ -90,28 +90,34 @@ def sample_groups(config, pool, n: int, seed: int):
     return [sampler.sample(i, 1)[0] for i in range(n)]
 
 
-def train_group(spec, init_params, images, labels, steps: int):
-    """A ConvNet-3 trained on one group from the shared initialisation: kernels."""
+@functools.lru_cache(maxsize=None)
+def _train_step(spec):
+    """One full-batch Adam step of the target and a linear head (compiled once)."""
     target = spec.module()
-    head = jnp.zeros((spec.feature_dim, WAYS))
     opt = optax.adam(1e-3)
-    variables = {'params': init_params, 'batch_stats': spec.zero_batch_stats()}
 
-    def loss(p, stats):
+    def loss(p, stats, images, labels):
         feats, mutated = target.apply({'params': p['net'], 'batch_stats': stats}, images,
                                       train=True, mutable=['batch_stats'])
         logits = feats @ p['head']
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), mutated
 
     @jax.jit
-    def step(p, s, stats):
-        (l, mutated), g = jax.value_and_grad(loss, has_aux=True)(p, stats)
+    def step(p, s, stats, images, labels):
+        (l, mutated), g = jax.value_and_grad(loss, has_aux=True)(p, stats, images, labels)
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, mutated['batch_stats'], l
-    p = {'net': variables['params'], 'head': head}
-    s, stats = opt.init(p), variables['batch_stats']
+    return opt, step
+
+
+def train_group(spec, init_params, images, labels, steps: int):
+    """A ConvNet-3 trained on one group from the shared initialisation: its params and
+    final loss."""
+    opt, step = _train_step(spec)
+    p = {'net': init_params, 'head': jnp.zeros((spec.feature_dim, WAYS))}
+    s, stats = opt.init(p), spec.zero_batch_stats()
     for _ in range(steps):
-        p, s, stats, l = step(p, s, stats)
+        p, s, stats, l = step(p, s, stats, images, labels)
     return p['net'], float(l)
 
 
