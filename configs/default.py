@@ -66,6 +66,14 @@ def get_config():
     config.train.log_every = 50
     config.train.checkpoint_every = 100
     config.train.max_checkpoints = 2
+    # Fresh episodes every step (None), or episodes from a fixed set of this many training
+    # groups, each the same whenever drawn (the paper's Fig. 5 study).
+    config.train.num_groups = config_dict.placeholder(int)
+    # The validation curve: PudNet's accuracy on the first `val_groups` validation groups
+    # (never test groups) every `val_every` steps and at the last step, to TensorBoard, the
+    # progress line and validation_curve.json, with the best step; 0 turns it off.
+    config.train.val_every = 50
+    config.train.val_groups = 25
 
     config.eval = ml_collections.ConfigDict()
     config.eval.ways = 4

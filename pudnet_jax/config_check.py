@@ -135,6 +135,9 @@ def _check_train(p: _Problems) -> None:
                   'log_every', 'checkpoint_every', 'max_checkpoints'):
         p.int_at_least(t + field, 2 if field == 'ways' else 1)
     p.int_at_least(t + 'warmup_steps', 0)
+    p.int_at_least(t + 'num_groups', 1, optional=True)
+    p.int_at_least(t + 'val_every', 0, optional=True)
+    p.int_at_least(t + 'val_groups', 1, optional=True)
     p.positive(t + 'learning_rate')
     p.number_in(t + 'b1', 0.0, 1.0, high_open=True)
     p.number_in(t + 'b2', 0.0, 1.0, high_open=True)
