@@ -93,6 +93,9 @@ def get_config():
     # --mode=compare: baselines on the first `groups` test groups; every baseline setting
     # is selected on validation groups (the validation role, never the test groups).
     config.compare = ml_collections.ConfigDict()
+    # The baselines beside PudNet and its controls (a subset runs faster).
+    config.compare.methods = ('pretrained', 'protonet', 'adam', 'gc', 'finetune_pudnet',
+                              'finetune_pretrained')
     config.compare.groups = 50
     config.compare.tune_groups = 2          # learning-rate tuning (validation groups)
     config.compare.val_groups = 10          # Pretrained / ProtoNet model selection (others)

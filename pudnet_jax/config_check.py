@@ -73,6 +73,7 @@ def validate(config) -> None:
     _check_train(p)
     _check_eval(p)
     _check_predict(p)
+    _check_compare(p)
     if p.items:
         raise UserError('Invalid config: ' + '; '.join(p.items) + '.')
     _check_image_size(config)
@@ -185,6 +186,16 @@ def _check_eval(p: _Problems) -> None:
     if _is_int(ways) and isinstance(classes, (list, tuple)) and ways > len(classes):
         p.add('eval.ways', ways, f'must be <= the number of held-out classes '
                                  f'({len(classes)}, config.data.test_classes)')
+
+
+def _check_compare(p: _Problems) -> None:
+    methods = p.get('compare.methods')
+    if methods is None:
+        return
+    from pudnet_jax.compare import METHODS
+    if (not isinstance(methods, (list, tuple)) or not methods
+            or any(m not in METHODS for m in methods)):
+        p.add('compare.methods', methods, f'must be a non-empty tuple of {METHODS}')
 
 
 def _check_predict(p: _Problems) -> None:

@@ -418,11 +418,11 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
                                  _format_seconds((t.num_train_steps - step) / max(rate, 1e-9)))
                     train_metrics = None
                     validation = ''
-            if validation:     # measured between log points: its own line
-                logging.info('step %d/%d%s', step, t.num_train_steps, validation)
                 if step % t.checkpoint_every == 0 or is_last:
                     mngr.save(step, args=ocp.args.StandardSave(state))
                     last_checkpoint = step
+            if validation:     # measured between log points: its own line
+                logging.info('step %d/%d%s', step, t.num_train_steps, validation)
             if stop_after_step is not None and step >= stop_after_step:
                 mngr.wait_until_finished()
                 return {'stopped_at_step': step}
