@@ -16,7 +16,7 @@ __version__ = '0.1.0'
 
 # The Python API (pudnet_jax/api.py), imported on first use.
 _API = ('Hypernetwork', 'load', 'load_pretrained', 'load_network', 'pretrained_names',
-        'normalize', 'heldout_digits')
+        'normalize')
 __all__ = list(_API)
 
 

@@ -249,6 +249,40 @@ class Hypernetwork:
                                       hypernet=(self.config, self.model, self.spec,
                                                 self.variables))
 
+    def read_folder(self, folder: str):
+        """(images, labels, test_images, test_labels, class names) of a folder of images
+        (one subfolder per class), split per class exactly as `predict_folder` splits it
+        (80 % / 20 %, seeded); uint8 at the hypernetwork's image size and channels."""
+        from pudnet_jax import inter_dataset, predict, sources
+        e = predict.folder_settings(self.config)
+        d = self.config.data
+        loaded = sources.load('folder', d.image_size, d.channels, folder,
+                              cache_dir=d.get('cache_dir'))
+        predict_pool, test_pool = data_lib.split_pool(loaded.pool, e.predict_fraction, e.seed)
+        x, y, _ = inter_dataset.flatten(predict_pool)
+        tx, ty, _ = inter_dataset.flatten({c: test_pool[c] for c in sorted(predict_pool)})
+        return x, y, tx, ty, [loaded.class_names[c] for c in sorted(predict_pool)]
+
+    def write_example_folder(self, folder: str, per_class: int = 50, split: str = 'test') -> str:
+        """Writes images of the held-out classes (`split` role: test or validation) as a
+        folder of PNGs, one subfolder per class, like a user's own folder."""
+        from PIL import Image
+        from pudnet_jax import evaluate
+        self._intra('write_example_folder')
+        r = evaluate.roles(self.config, self.pool())
+        part, classes = r.test if split == 'test' else r.validation
+        names = self._class_names()
+        for c in classes:
+            d = os.path.join(folder, names.get(c, f'class_{c}'))
+            os.makedirs(d, exist_ok=True)
+            for i, img in enumerate(part[c][:per_class]):
+                Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(
+                    os.path.join(d, f'{i:04d}.png'))
+        return os.path.abspath(folder)
+
+    def _class_names(self) -> dict:
+        return dict(enumerate(self._source().class_names))
+
     def finetune(self, variables, images, labels, epochs: int = 5,
                  learning_rate: float = 1e-3, batch_size: int = 32, seed: int = 0):
         """(net, variables, classes): the predicted network plus a fresh linear head,
@@ -300,11 +334,17 @@ class Hypernetwork:
 
     # ------------------------------------------------------------------ helpers
 
-    def pool(self):
+    def pool(self) -> data_lib.Pool:
         """The hypernetwork's training dataset (all roles), through the image cache."""
-        d = self.config.data
-        return data_lib.load_pool(d.name, d.image_size, d.channels, d.data_dir,
-                                  cache_dir=d.get('cache_dir'))
+        return self._source().pool
+
+    def _source(self):
+        if getattr(self, '_loaded', None) is None:
+            from pudnet_jax import sources
+            d = self.config.data
+            self._loaded = sources.load(d.name, d.image_size, d.channels, d.data_dir,
+                                        cache_dir=d.get('cache_dir'))
+        return self._loaded
 
     def _intra(self, what: str) -> None:
         if self.config.eval.get('protocol', 'intra') != 'intra':
