@@ -176,5 +176,10 @@ def entry() -> None:
     prepare_process()
     sys.modules['__main__'].__doc__ = __doc__     # absl prints it as the usage in --help
     logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_QuietCheckpointing())
+    quiet_checkpointing()
     app.run(main, flags_parser=parse_flags)
+
+
+def quiet_checkpointing() -> None:
+    """Orbax's INFO lines off the log (its warnings and errors kept)."""
+    logging.get_absl_handler().addFilter(_QuietCheckpointing())

@@ -248,6 +248,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     from pudnet_jax.process import prepare_process
     prepare_process()
+    from absl import logging
+    from pudnet_jax.cli import quiet_checkpointing
+    logging.set_verbosity(logging.INFO)      # the runs' progress lines, as the command line
+    quiet_checkpointing()
     from pudnet_jax import config_check
     from pudnet_jax.errors import UserError
     try:
