@@ -156,7 +156,7 @@ def _plot_sweep(study: Study, summary: dict, path: str) -> None:
     sel = summary['selected_on_validation']
     i = [p['value'] for p in pts].index(sel['value'])
     ax.plot([x[i]], [100 * sel['test']], marker='*', ms=16, color='C3', ls='none',
-            label=f"selected on validation: {sel['value']}")
+            label=f"selected on validation: {sel['value']} (its test accuracy)")
     if study.log_x:
         ax.set_xscale('log')
     ax.set_xticks(x)
@@ -167,7 +167,7 @@ def _plot_sweep(study: Study, summary: dict, path: str) -> None:
     ax.set_title(f"{study.title}\n{summary['base_config']} / {summary['target']}, "
                  f"{s.get('train.num_train_steps', '')} steps per run", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc='lower right')
+    ax.legend(fontsize=7, loc='best')
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -198,14 +198,22 @@ def _plot_losses(study: Study, workdir: str, path: str) -> dict:
     ax.legend(fontsize=8)
     if curves['train/validation_accuracy']:
         steps, values = zip(*curves['train/validation_accuracy'])
-        ax2.plot(steps, 100 * np.array(values), 'o-', color='C3')
+        ci = np.zeros(len(steps))
+        from pudnet_jax.evaluate import VALIDATION_CURVE_FILE
+        curve_file = os.path.join(workdir, VALIDATION_CURVE_FILE)
+        if os.path.exists(curve_file):        # the 95 % CIs of the points
+            with open(curve_file) as f:
+                by_step = {p['step']: p['ci95'] for p in json.load(f)['points']}
+            ci = np.array([by_step.get(s, 0.0) for s in steps])
+        ax2.errorbar(steps, 100 * np.array(values), yerr=100 * ci, fmt='o-', color='C3',
+                     capsize=3)
         best = int(np.argmax(values))
         ax2.plot([steps[best]], [100 * values[best]], '*', ms=14, color='C3')
         ax2.annotate(f'best: step {steps[best]}', (steps[best], 100 * values[best]),
                      textcoords='offset points', xytext=(-30, -14), fontsize=8)
     ax2.set_xlabel(study.label)
     ax2.set_ylabel('validation accuracy (%)')
-    ax2.set_title('PudNet on validation groups during training', fontsize=10)
+    ax2.set_title('PudNet on validation groups during training (95% CI)', fontsize=10)
     ax2.grid(True, alpha=0.3)
     fig.suptitle(study.title, fontsize=11)
     fig.tight_layout()
