@@ -1,19 +1,17 @@
 """Times the episode sampler alone on CIFAR-100-sized data with ResNet-18-sized episodes.
 
-  python benchmarks/sampler_rate.py [--ways 5 --shots 10 --queries 15 --episodes 4]
+  python -m benchmarks.sampler_rate [--ways 5 --shots 10 --queries 15 --episodes 4]
 100 classes × 600 random uint8 32×32×3 images in memory (the size of CIFAR-100); each
 call draws `episodes` episodes (one optimizer step's batch) including the float32
 normalisation. Prints episodes/s and batches/s (median of repeated timings); compare
 with the train step's rate from benchmarks/step_rate.py.
 """
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pudnet_jax.process import prepare_process
 
-import pudnet_jax  # noqa: F401,E402
+prepare_process()   # as the command line: the CPU backend when there is no GPU
 
 import numpy as np
 from absl import app, flags

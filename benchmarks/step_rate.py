@@ -1,17 +1,15 @@
 """Times the jitted train step for each episode-batching mode.
 
-  python benchmarks/step_rate.py --config configs/default.py --modes unroll,vmap,map
-  python benchmarks/step_rate.py --config configs/cifar100.py --synthetic --modes unroll --steps 3
+  python -m benchmarks.step_rate --config configs/default.py --modes unroll,vmap,map
+  python -m benchmarks.step_rate --config configs/cifar100.py --synthetic --modes unroll --steps 3
 Prints compile seconds and steps/s (median of timed steps after one warm-up step).
 """
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pudnet_jax.process import prepare_process
 
-import pudnet_jax  # noqa: F401,E402
+prepare_process()   # as the command line: the CPU backend when there is no GPU
 
 import jax
 import numpy as np

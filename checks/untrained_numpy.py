@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument('--seeds', type=int, default=3)
     args = parser.parse_args()
 
+    from pudnet_jax.process import prepare_process
+    prepare_process()
     from pudnet_jax import data as data_lib
     from pudnet_jax import evaluate
     from pudnet_jax import train as train_lib

@@ -29,6 +29,7 @@ def get_config():
     config.train.num_train_steps = 100_000 // 4   # 100,000 groups, 4 per step
     config.train.checkpoint_every = 1000
     config.train.log_every = 100
+    config.train.val_every = 1000     # the validation curve (validation classes)
     config.eval.ways = 5
     config.eval.shots = 10
     config.eval.test_shots = 15

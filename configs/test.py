@@ -15,6 +15,8 @@ def get_config():
     config.train.num_train_steps = 6
     config.train.log_every = 2
     config.train.checkpoint_every = 2
+    config.train.val_every = 2
+    config.train.val_groups = 2
     config.eval.ways = 3
     config.eval.shots = 3
     config.eval.test_shots = 4

@@ -105,11 +105,9 @@ def _supervised_epoch(model: TargetWithHead, tx, batch_size: int):
     return epoch
 
 
-def head_accuracy_fn(spec: TargetSpec, num_classes: int, chunk_size: int = 500):
-    """Accuracy of target+head: BatchNorm statistics from `stats_images` (the prediction
-    set, or a fixed subsample of a large one), test images scored in chunks."""
+def head_stats_fn(spec: TargetSpec, num_classes: int):
+    """(target + head params, images) → their BatchNorm statistics from those images."""
     stats_model = TargetWithHead(spec.stats_module, num_classes)
-    model = TargetWithHead(spec.module(), num_classes)
 
     @jax.jit
     def stats(params, images):
@@ -117,6 +115,14 @@ def head_accuracy_fn(spec: TargetSpec, num_classes: int, chunk_size: int = 500):
         _, upd = stats_model.apply({'params': params, 'batch_stats': zero}, images,
                                    train=True, mutable=['batch_stats'])
         return upd['batch_stats']
+    return stats
+
+
+def head_accuracy_fn(spec: TargetSpec, num_classes: int, chunk_size: int = 500):
+    """Accuracy of target+head: BatchNorm statistics from `stats_images` (the prediction
+    set, or a fixed subsample of a large one), test images scored in chunks."""
+    model = TargetWithHead(spec.module(), num_classes)
+    stats = head_stats_fn(spec, num_classes)
 
     @jax.jit
     def correct(params, batch_stats, images, labels):
@@ -159,24 +165,39 @@ class GroupTrainer:
     def fit(self, images, labels, stats_images, test, test_labels, lr: float,
             milestones: Sequence[int], seed: int, init_target_vars: dict | None = None
             ) -> tuple[list[float], list[float]]:
+        accs, seconds = [], []
+        for e, params, _, elapsed in self._epochs(images, labels, lr, max(milestones), seed,
+                                                  init_target_vars):
+            if e in milestones:
+                accs.append(float(self.accuracy(params, stats_images, test, test_labels)))
+                seconds.append(elapsed)
+        return accs, seconds
+
+    def train(self, images, labels, lr: float, epochs: int, seed: int,
+              init_target_vars: dict | None = None) -> dict:
+        """The variables of target + head after `epochs` epochs (its BatchNorm statistics
+        are the running averages of training)."""
+        for _, params, stats, _ in self._epochs(images, labels, lr, epochs, seed,
+                                                init_target_vars):
+            pass
+        return {'params': params, 'batch_stats': stats}
+
+    def _epochs(self, images, labels, lr, epochs, seed, init_target_vars):
+        """Yields (epoch, params, batch_stats, cumulative training seconds) per epoch."""
         if images.shape[0] < self.batch_size:
             raise ValueError(f'batch_size {self.batch_size} exceeds the prediction set '
                              f'({images.shape[0]} images).')
-        key = jax.random.PRNGKey(seed)
-        variables = self.init(key, init_target_vars)
+        variables = self.init(jax.random.PRNGKey(seed), init_target_vars)
         params, stats = variables['params'], variables['batch_stats']
         opt_state = init_opt_state(self.tx, params, lr)
-        accs, seconds, elapsed = [], [], 0.0
-        for e in range(1, max(milestones) + 1):
+        elapsed = 0.0
+        for e in range(1, epochs + 1):
             t0 = time.perf_counter()
             params, stats, opt_state, _ = self.epoch(params, stats, opt_state, images, labels,
                                                      seed * 1000 + e)
             jax.block_until_ready(params)
             elapsed += time.perf_counter() - t0
-            if e in milestones:
-                accs.append(float(self.accuracy(params, stats_images, test, test_labels)))
-                seconds.append(elapsed)
-        return accs, seconds
+            yield e, params, stats, elapsed
 
 
 def prototype_stats(spec: TargetSpec, params, group: data_lib.Episodes):

@@ -33,6 +33,8 @@ from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import train as train_lib
 
 TUNE_OFFSET, VAL_OFFSET = 100_000, 200_000   # in the validation role's group stream
+# The baselines (config.compare.methods); PudNet and its controls are always measured.
+METHODS = ('pretrained', 'protonet', 'adam', 'gc', 'finetune_pudnet', 'finetune_pretrained')
 time_to_reach = baselines.time_to_reach
 
 
@@ -92,9 +94,27 @@ def run_compare(workdir: str, config=None) -> dict:
     if pudnet_training is None and os.path.exists(results_path):
         with open(results_path) as f:
             pudnet_training = json.load(f)
-    pudnet_train_seconds = (pudnet_training or {}).get('train_seconds')
+    return compare_hypernet(config, model, spec, hyper_vars, workdir, workdir,
+                            (pudnet_training or {}).get('train_seconds'))
 
+
+def check_methods(methods) -> tuple[str, ...]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f'config.compare.methods={tuple(methods)!r}: each must be one of '
+                         f'{METHODS} (and at least one).')
+    return tuple(methods)
+
+
+def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=None,
+                     pudnet_train_seconds=None) -> dict:
+    """The comparison for a loaded hypernetwork, its outputs written to `output_dir`
+    (`workdir`: where the mean sketch of the controls is cached). PudNet and the controls
+    are always measured; the baselines are those of `config.compare.methods` (all by
+    default)."""
     c, e = config.compare, config.eval
+    methods = check_methods(c.get('methods') or METHODS)
+    os.makedirs(output_dir, exist_ok=True)
     ways, shots = e.ways, e.shots
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
@@ -151,39 +171,48 @@ def run_compare(workdir: str, config=None) -> dict:
 
     # Pretrained (full head on all training classes) and ProtoNet, then prototypes.
     t = config.train
-    pretrained, pre_s, pre_epoch, _ = baselines.train_pretrained(
-        spec, pool, config.data.train_classes, val, c.pretrain_epochs, c.pretrain_batch_size,
-        c.pretrain_learning_rate, config.seed, ways, shots)
-    pre_note = f'{len(config.data.train_classes)}-way head, best epoch {pre_epoch}'
-    with_own_stats = baselines.fixed_stats_accuracy_fn(spec, ways, shots)
-    rows.append(_row('Pretrained', [with_own_stats(pretrained, g) for g in test], one_off=pre_s,
-                     family='pretrained', note=pre_note + ', its running BN statistics'))
-    rows.append(_row('Pretrained + group BN stats', [proto(pretrained['params'], g) for g in test],
-                     one_off=pre_s, family='pretrained_bn',
-                     note=pre_note + ', BN statistics from the prediction set as PudNet'))
-    train_sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
-                                            t.queries, seed=config.seed + 1,
-                                            domains=config.data.get('domains'))
-    protonet, proto_s, proto_step, _ = baselines.train_protonet(
-        spec, train_sampler, val, c.protonet_steps, t.episodes_per_step, c.protonet_eval_every,
-        t.learning_rate, config.loss.temperature, config.seed, ways, shots)
-    rows.append(_row('ProtoNet', [proto(protonet, g) for g in test], one_off=proto_s,
-                     family='protonet', note=f'metric loss, best step {proto_step}'))
-    logging.info('Pretrained %.4f / %.4f, ProtoNet %.4f', rows[-3]['accuracy'],
-                 rows[-2]['accuracy'], rows[-1]['accuracy'])
+    pretrained = None
+    if 'pretrained' in methods or 'finetune_pretrained' in methods:
+        pretrained, pre_s, pre_epoch, _ = baselines.train_pretrained(
+            spec, pool, config.data.train_classes, val, c.pretrain_epochs,
+            c.pretrain_batch_size, c.pretrain_learning_rate, config.seed, ways, shots)
+    if 'pretrained' in methods:
+        pre_note = f'{len(config.data.train_classes)}-way head, best epoch {pre_epoch}'
+        with_own_stats = baselines.fixed_stats_accuracy_fn(spec, ways, shots)
+        rows.append(_row('Pretrained', [with_own_stats(pretrained, g) for g in test],
+                         one_off=pre_s, family='pretrained',
+                         note=pre_note + ', its running BN statistics'))
+        rows.append(_row('Pretrained + group BN stats',
+                         [proto(pretrained['params'], g) for g in test], one_off=pre_s,
+                         family='pretrained_bn',
+                         note=pre_note + ', BN statistics from the prediction set as PudNet'))
+        logging.info('Pretrained %.4f / %.4f', rows[-2]['accuracy'], rows[-1]['accuracy'])
+    if 'protonet' in methods:
+        train_sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways,
+                                                t.shots, t.queries, seed=config.seed + 1,
+                                                domains=config.data.get('domains'))
+        protonet, proto_s, proto_step, _ = baselines.train_protonet(
+            spec, train_sampler, val, c.protonet_steps, t.episodes_per_step,
+            c.protonet_eval_every, t.learning_rate, config.loss.temperature, config.seed,
+            ways, shots)
+        rows.append(_row('ProtoNet', [proto(protonet, g) for g in test], one_off=proto_s,
+                         family='protonet', note=f'metric loss, best step {proto_step}'))
+        logging.info('ProtoNet %.4f', rows[-1]['accuracy'])
 
     # Training from scratch (Adam, GC) and fine-tuning (Table VIII), per group.
     curves = {}
-    runs = [('Adam scratch', 'scratch', 'adam', c.epochs, c.learning_rates, lambda g: None),
-            ('GC scratch', 'scratch', 'gc', c.epochs, c.learning_rates, lambda g: None)]
     pred_by_group = {id(g): v for g, v in zip(test, predicted)}
     predict_for = lambda g: pred_by_group.get(id(g)) or predict_c(hyper_vars, g.support)
     pretrained_vars = lambda g: {'params': pretrained['params'], 'batch_stats':
                                  baselines.prototype_stats(spec, pretrained['params'], g)}
-    runs += [('Fine-tune PudNet', 'finetune', 'adam', c.finetune_epochs,
-              c.finetune_learning_rates, predict_for),
-             ('Fine-tune Pretrained', 'finetune', 'adam', c.finetune_epochs,
-              c.finetune_learning_rates, pretrained_vars)]
+    runs = [('adam', 'Adam scratch', 'scratch', 'adam', c.epochs, c.learning_rates,
+             lambda g: None),
+            ('gc', 'GC scratch', 'scratch', 'gc', c.epochs, c.learning_rates, lambda g: None),
+            ('finetune_pudnet', 'Fine-tune PudNet', 'finetune', 'adam', c.finetune_epochs,
+             c.finetune_learning_rates, predict_for),
+            ('finetune_pretrained', 'Fine-tune Pretrained', 'finetune', 'adam',
+             c.finetune_epochs, c.finetune_learning_rates, pretrained_vars)]
+    runs = [r[1:] for r in runs if r[0] in methods]
     trainers = {}
     for name, family, opt, milestones, lrs, init_fn in runs:
         trainer = trainers.setdefault(opt, baselines.GroupTrainer(spec, ways, c.batch_size, opt))
@@ -206,19 +235,23 @@ def run_compare(workdir: str, config=None) -> dict:
                'roles': evaluate_lib.roles(config, pool).how,
                'selection': f'{c.tune_groups} validation groups for learning rates, '
                             f'{c.val_groups} for Pretrained epoch / ProtoNet step',
-               'backend': jax.default_backend(), 'rows': rows, 'curves': curves,
-               'speedup': speedup, 'compare_seconds': round(time.time() - t_start, 1)}
+               'backend': jax.default_backend(), 'methods': list(methods), 'rows': rows,
+               'curves': curves, 'speedup': speedup,
+               'compare_seconds': round(time.time() - t_start, 1)}
     summary.update(gains)
     summary['verdict'] = controls.verdict(dict(gains, accuracy=pudnet_acc))
     if refined.steps:
         summary['refined'] = refined.summary(control_accs)
         summary['speedup_refined'] = _speedup(curves, summary['refined']['accuracy'],
                                               summary['refined']['seconds'], chance)
-    write_outputs(summary, workdir, output_name(config))
+    write_outputs(summary, output_dir, output_name(config))
     return summary
 
 
 def _speedup(curves, pudnet_acc, pudnet_seconds, chance) -> dict:
+    if not any(name.endswith('scratch') for name in curves):
+        return {'reached': None, 'pudnet_accuracy': pudnet_acc, 'pudnet_seconds': pudnet_seconds,
+                'text': 'no scratch baseline was run (config.compare.methods)'}
     best = None
     for name, cv in curves.items():
         if not name.endswith('scratch'):

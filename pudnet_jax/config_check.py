@@ -73,6 +73,7 @@ def validate(config) -> None:
     _check_train(p)
     _check_eval(p)
     _check_predict(p)
+    _check_compare(p)
     if p.items:
         raise UserError('Invalid config: ' + '; '.join(p.items) + '.')
     _check_image_size(config)
@@ -148,6 +149,9 @@ def _check_train(p: _Problems) -> None:
                   'log_every', 'checkpoint_every', 'max_checkpoints'):
         p.int_at_least(t + field, 2 if field == 'ways' else 1)
     p.int_at_least(t + 'warmup_steps', 0)
+    p.int_at_least(t + 'num_groups', 1, optional=True)
+    p.int_at_least(t + 'val_every', 0, optional=True)
+    p.int_at_least(t + 'val_groups', 1, optional=True)
     p.positive(t + 'learning_rate')
     p.number_in(t + 'b1', 0.0, 1.0, high_open=True)
     p.number_in(t + 'b2', 0.0, 1.0, high_open=True)
@@ -198,6 +202,16 @@ def _check_eval(p: _Problems) -> None:
     if _is_int(ways) and isinstance(classes, (list, tuple)) and ways > len(classes):
         p.add('eval.ways', ways, f'must be <= the number of held-out classes '
                                  f'({len(classes)}, config.data.test_classes)')
+
+
+def _check_compare(p: _Problems) -> None:
+    methods = p.get('compare.methods')
+    if methods is None:
+        return
+    from pudnet_jax.compare import METHODS
+    if (not isinstance(methods, (list, tuple)) or not methods
+            or any(m not in METHODS for m in methods)):
+        p.add('compare.methods', methods, f'must be a non-empty tuple of {METHODS}')
 
 
 def _check_predict(p: _Problems) -> None:

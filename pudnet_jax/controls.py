@@ -22,6 +22,7 @@ import os
 
 import jax
 import numpy as np
+from absl import logging
 
 from pudnet_jax import data as data_lib
 from pudnet_jax.hypernet import PudNet, streaming_sketch
@@ -79,8 +80,11 @@ def mean_sketch(config, model: PudNet, hyper_vars, pool=None, workdir=None) -> n
     sketch = training_mean_sketch(model, hyper_vars, pool, classes, per_class)
     if path:
         tmp = path + '.tmp.npz'
-        np.savez(tmp, sketch=sketch, fingerprint=np.asarray(key))
-        os.replace(tmp, path)
+        try:
+            np.savez(tmp, sketch=sketch, fingerprint=np.asarray(key))
+            os.replace(tmp, path)
+        except OSError as e:     # a read-only place (a shipped hypernetwork): not cached
+            logging.warning('The mean sketch is not cached (%s).', e)
     return sketch
 
 

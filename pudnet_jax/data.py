@@ -210,3 +210,9 @@ class EpisodeSampler:
                                      (num_episodes, 1))
         return Episodes(support=sup, support_labels=labels(s), query=qry,
                         query_labels=labels(q), classes=cls)
+
+    def sample_groups(self, ids: Sequence[int]) -> Episodes:
+        """One episode per id: group g is `sample(g, 1)`, the same whenever it is drawn."""
+        episodes = [self.sample(int(g), 1) for g in ids]
+        return Episodes(*(np.concatenate([getattr(e, f.name) for e in episodes])
+                          for f in dataclasses.fields(Episodes)))

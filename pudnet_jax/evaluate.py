@@ -11,12 +11,14 @@ median time to predict one group's parameters after compilation, and the compile
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from pudnet_jax.files import write_json
 from pudnet_jax import controls
@@ -28,6 +30,7 @@ from pudnet_jax.losses import class_centroids, cosine_logits
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 RESULTS_FILE = 'results.json'
+VALIDATION_CURVE_FILE = 'validation_curve.json'
 VALIDATION_SEED_OFFSET = 1_000_003   # validation groups' sampler seed: eval.seed + this
 
 
@@ -140,15 +143,32 @@ def timed_compile(jitted, *args):
     return compiled, time.perf_counter() - t0
 
 
+_COMPILED: dict = {}     # (model, spec, ways, shots, shapes) -> compiled executables
+
+
+def _shapes(tree) -> tuple:
+    return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
+
+
 def compiled_predict_and_scores(model: PudNet, spec: TargetSpec, hyper_vars, first,
                                 ways: int, shots: int):
     """Compiled prediction and scoring executables for groups shaped like `first`, and the
-    prediction's compile time (seconds)."""
-    predict_c, compile_s = timed_compile(make_predict_fn(model, spec), hyper_vars, first.support)
-    variables = predict_c(hyper_vars, first.support)
-    scores_c, _ = timed_compile(make_scores_fn(spec, ways), variables,
-                                *labelled(first, ways, shots), first.query)
-    return predict_c, scores_c, compile_s
+    prediction's compile time (seconds, measured when they were first compiled).
+
+    Compiled once per hypernetwork, target and group shape in a process: the validation
+    curve during training, the validation groups and the test groups of `evaluate` and
+    `--mode=compare` share one compilation."""
+    key = (model, spec, ways, shots, _shapes(hyper_vars), _shapes(first))
+    if key not in _COMPILED:
+        predict_c, compile_s = timed_compile(make_predict_fn(model, spec), hyper_vars,
+                                             first.support)
+        variables = predict_c(hyper_vars, first.support)
+        scores_c, _ = timed_compile(make_scores_fn(spec, ways), variables,
+                                    *labelled(first, ways, shots), first.query)
+        if len(_COMPILED) >= 16:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = (predict_c, scores_c, compile_s)
+    return _COMPILED[key]
 
 
 def predict_groups(predict_c, scores_c, hyper_vars, groups, ways: int, shots: int):
@@ -253,6 +273,82 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=
     if not quiet:
         print(format_results(results))
     return results
+
+
+class ValidationCurve:
+    """PudNet's accuracy on the first `groups` validation groups, measured during training.
+
+    The groups come from the validation role (`group_sampler(..., 'validation')`: the same
+    groups as the first ones of `results.json`'s validation), never from the test groups.
+    A measurement reads the hypernetwork's variables and changes nothing (training is the
+    same with or without it); it reuses one compilation (`compiled_predict_and_scores`)
+    and holds its groups in memory. The points are kept in `workdir/validation_curve.json`;
+    a run resumed from step s keeps the points up to s (later ones are measured again, on
+    identical parameters).
+    """
+
+    def __init__(self, config, model: PudNet, spec: TargetSpec, pool, workdir: str,
+                 every: int, groups: int, start_step: int = 0):
+        e = config.eval
+        sampler = group_sampler(config, pool, 'validation')
+        self.model, self.spec, self.ways, self.shots = model, spec, e.ways, e.shots
+        self.every, self.num_groups = every, groups
+        self.groups = [sampler.sample(g, 1)[0] for g in range(groups)]
+        self.roles = roles(config, pool).how
+        self.path = os.path.join(workdir, VALIDATION_CURVE_FILE)
+        self.points = [p for p in self._saved().get('points', []) if p['step'] <= start_step]
+
+    def _saved(self) -> dict:
+        if not os.path.exists(self.path):
+            return {}
+        with open(self.path) as f:
+            saved = json.load(f)
+        same = saved.get('every') == self.every and saved.get('groups') == self.num_groups
+        return saved if same else {}
+
+    def due(self, step: int, is_last: bool) -> bool:
+        return step % self.every == 0 or is_last
+
+    def measure(self, step: int, hyper_vars) -> dict:
+        """Measures, records and returns {'step', 'accuracy', 'ci95', 'seconds'}."""
+        t0 = time.perf_counter()
+        predict_c, scores_c, _ = compiled_predict_and_scores(
+            self.model, self.spec, hyper_vars, self.groups[0], self.ways, self.shots)
+        accuracies = [group_accuracy(scores, g.query_labels)[0] for g, _, scores, _ in
+                      predict_groups(predict_c, scores_c, hyper_vars, self.groups, self.ways,
+                                     self.shots)]
+        acc, ci = mean_ci95(accuracies)
+        point = {'step': int(step), 'accuracy': acc, 'ci95': ci,
+                 'seconds': time.perf_counter() - t0}
+        self.points = [p for p in self.points if p['step'] < step] + [point]
+        write_json(self.path, self.summary())
+        return point
+
+    def best(self) -> dict:
+        """The point with the highest accuracy (the earliest of equals)."""
+        return max(self.points, key=lambda p: (p['accuracy'], -p['step']))
+
+    def summary(self) -> dict:
+        best = self.best() if self.points else None
+        return {'every': self.every, 'groups': self.num_groups, 'split': 'validation',
+                'roles': self.roles, 'points': self.points,
+                'best_step': best and best['step'], 'best_accuracy': best and best['accuracy'],
+                'seconds': sum(p['seconds'] for p in self.points)}
+
+
+def validation_curve(config, model, spec, pool, workdir: str, start_step: int = 0):
+    """The `ValidationCurve` of a training run (`config.train.val_every` steps,
+    `config.train.val_groups` groups), or None when it is off (val_every 0) or the config
+    has no validation role (an inter-dataset config without validation classes)."""
+    t = config.train
+    every, groups = int(t.get('val_every', 0) or 0), int(t.get('val_groups', 0) or 0)
+    if every <= 0 or groups <= 0:
+        return None
+    if config.eval.get('protocol', 'intra') == 'inter' and not config.data.get('val_classes'):
+        logging.info('No validation curve: an inter-dataset config without '
+                     'config.data.val_classes has no validation groups.')
+        return None
+    return ValidationCurve(config, model, spec, pool, workdir, every, groups, start_step)
 
 
 def format_results(r: dict) -> str:

@@ -82,12 +82,14 @@ def check_parts(dataset: str, names, predict, test, shots: int) -> None:
 
 
 @functools.lru_cache(maxsize=None)   # one compilation per hypernetwork and settings
-def make_predictor(model: PudNet, spec: TargetSpec, chunk_size: int, bn_images: int, seed: int):
-    """uint8 prediction images (N, H, W, C), any N → the target's full variables."""
-    encode = jax.jit(lambda hv, x: model.apply(hv, data_lib.normalize(x), train=False,
-                                               method=PudNet.encode))
+def make_predictor(model: PudNet, spec: TargetSpec, chunk_size: int, bn_images: int, seed: int,
+                   normalized: bool = False):
+    """uint8 prediction images (N, H, W, C), any N → the target's full variables
+    (`normalized`: float images already in [-1, 1])."""
+    norm = (lambda x: x) if normalized else data_lib.normalize
+    encode = jax.jit(lambda hv, x: model.apply(hv, norm(x), train=False, method=PudNet.encode))
     generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
-    stats = jax.jit(lambda p, x: apply_with_dataset_stats(spec, p, data_lib.normalize(x))[2])
+    stats = jax.jit(lambda p, x: apply_with_dataset_stats(spec, p, norm(x))[2])
 
     def predict(hyper_vars, images, params=None):
         """PudNet's network for `images`; with `params` (a control's fixed parameters),
@@ -103,8 +105,11 @@ def make_predictor(model: PudNet, spec: TargetSpec, chunk_size: int, bn_images: 
 
 
 @functools.lru_cache(maxsize=None)
-def features_in_chunks(spec: TargetSpec, chunk_size: int):
-    apply = jax.jit(lambda v, x: spec.module().apply(v, data_lib.normalize(x), train=False))
+def features_in_chunks(spec: TargetSpec, chunk_size: int, normalized: bool = False):
+    """(variables, uint8 images, any count) → features, in fixed-size chunks (one
+    compilation; `normalized`: float images already in [-1, 1])."""
+    norm = (lambda x: x) if normalized else data_lib.normalize
+    apply = jax.jit(lambda v, x: spec.module().apply(v, norm(x), train=False))
 
     def features(variables, images):
         out = []

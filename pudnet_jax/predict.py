@@ -87,7 +87,11 @@ def load_variables(path: str):
         metadata = json.load(f)
     with ocp.StandardCheckpointer() as ckptr:
         variables = ckptr.restore(os.path.join(path, 'variables'))
-    return make_target(metadata['target'], metadata['width']), variables, metadata
+    module = make_target(metadata['target'], metadata['width'])
+    if metadata.get('head_classes'):     # fine-tuned with a linear head (api.finetune)
+        from pudnet_jax.baselines import TargetWithHead
+        module = TargetWithHead(module, len(metadata['head_classes']))
+    return module, variables, metadata
 
 
 def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
@@ -193,7 +197,7 @@ def folder_settings(config) -> 'ml_collections.ConfigDict':
 
 
 def predict_folder(workdir: str, folder: str, config=None, output_dir: str | None = None,
-                   baselines: bool | None = None) -> dict:
+                   baselines: bool | None = None, hypernet: tuple | None = None) -> dict:
     """`--mode=predict --data=<folder>`: one subfolder of images per class.
 
     Each class is split (seeded, deterministic) into a prediction part (80%: sketch,
@@ -202,12 +206,14 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     channels. The predicted variables are saved, reloaded, and the reloaded network is
     what the accuracy is measured on, beside the controls (`controls`) on the same draws
     and, unless `baselines` is False (`--no-baselines`; default `config.predict.baselines`),
-    the curve the user would otherwise take (`folder_baselines`).
+    the curve the user would otherwise take (`folder_baselines`). `hypernet` = (config,
+    model, spec, variables) of an already loaded hypernetwork (the Python API): then
+    nothing is restored from `workdir`, which only caches the controls' mean sketch.
     """
     from pudnet_jax import sources
     # The folder is read and checked before the hypernetwork is loaded: its problems
     # (missing, too few classes or images) are reported at once.
-    config = config or train_lib.load_workdir_config(workdir)
+    config = config or (hypernet[0] if hypernet else train_lib.load_workdir_config(workdir))
     e = folder_settings(config)
     h, c = config.data.image_size, config.data.channels
     t0 = time.perf_counter()
@@ -216,7 +222,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     names = loaded.class_names
     predict_pool, test_pool = data_lib.split_pool(loaded.pool, e.predict_fraction, e.seed)
     inter_dataset.check_parts(folder, names, predict_pool, test_pool, e.shots)
-    config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir, config)
+    config, model, spec, hyper_vars = hypernet or train_lib.restore_hypernet(workdir, config)
     variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
 
     path = output_dir or os.path.join(workdir, config.predict.output, folder_output_name(folder))

@@ -1,4 +1,4 @@
-"""TensorBoard scalars without TensorFlow.
+"""TensorBoard scalars without TensorFlow (`ScalarWriter`; `read_scalars` reads them back).
 
 clu's SummaryWriter writes through `tf.summary` (importing TensorFlow, ~6 s and its C++
 start-up lines, in every training run) and its default writer also echoes every metric to
@@ -62,3 +62,26 @@ class ScalarWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...] by step} from the events files in `logdir` (this writer's
+    or TensorFlow's; TFRecord framing read directly). A step written twice (a run resumed
+    after its last log point) keeps the later value."""
+    import struct
+    found: dict[str, dict[int, float]] = {}
+    names = sorted(n for n in os.listdir(logdir) if n.startswith('events.out.tfevents'))
+    for name in sorted(names, key=lambda n: os.path.getmtime(os.path.join(logdir, n))):
+        with open(os.path.join(logdir, name), 'rb') as f:
+            data = f.read()
+        i = 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack('<Q', data[i:i + 8])
+            if i + 12 + n + 4 > len(data):
+                break                # a record cut short by a killed run
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                if v.HasField('simple_value'):
+                    found.setdefault(v.tag, {})[int(event.step)] = float(v.simple_value)
+    return {tag: sorted(points.items()) for tag, points in found.items()}

@@ -41,7 +41,8 @@ CONFIG_FILE = 'config.json'
 # Settings that may change between runs on one workdir without making its checkpoint
 # a different experiment (e.g. train longer, evaluate differently).
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
-                     'train.max_checkpoints', 'train.episode_batching', 'eval', 'predict', 'compare',
+                     'train.max_checkpoints', 'train.episode_batching', 'train.val_every',
+                     'train.val_groups', 'eval', 'predict', 'compare',
                      'data.data_dir', 'data.cache_dir', 'data.val_classes')
 # Fields added after workdirs were first saved: a saved config without one of them was
 # trained with this value (the code's behaviour before the field existed).
@@ -51,6 +52,7 @@ CLASSES_FILE = 'classes.json'
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
 # from an older one, so that later saves of the same step do not collide with it.
 CORRUPT_DIR = 'corrupt_checkpoints'
+GROUP_ORDER_SEED = 7_000_001      # with config.train.num_groups: the order of each pass
 
 
 class TrainState(train_state.TrainState):
@@ -384,16 +386,28 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
                  t.num_train_steps, t.episodes_per_step, resolve_batching(t.episode_batching),
                  jax.default_backend())
 
+    curve = evaluate_lib.validation_curve(config, model, spec, pool, workdir, start)
     train_metrics = None
     last_checkpoint = latest
     t0 = time.time()
     try:
         for step in range(start + 1, t.num_train_steps + 1):
-            batch = sampler.sample(step, t.episodes_per_step)
+            batch = training_batch(sampler, step, t)
             state, step_metrics = train_step(state, batch)
             train_metrics = (step_metrics if train_metrics is None
                              else train_metrics.merge(step_metrics))
             is_last = step == t.num_train_steps
+            validation = ''
+            if curve and curve.due(step, is_last):
+                point = curve.measure(step, {'params': state.params,
+                                             'batch_stats': state.batch_stats})
+                best = curve.best()
+                validation = (f"  validation {point['accuracy']:.3f} (best "
+                              f"{best['accuracy']:.3f} at step {best['step']})")
+                if writer:
+                    writer.write_scalars(step, {'train/validation_accuracy': point['accuracy'],
+                                                'train/best_validation_accuracy':
+                                                    best['accuracy']})
             if step % t.log_every == 0 or is_last or step % t.checkpoint_every == 0:
                 computed = {k: float(v) for k, v in train_metrics.compute().items()}
                 _check_finite(step, computed, last_checkpoint, ckpt_dir, config)
@@ -403,14 +417,17 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
                     if writer:
                         writer.write_scalars(step, {f'train/{k}': v for k, v in computed.items()}
                                              | {'train/steps_per_second': rate})
-                    logging.info('step %d/%d  loss %.4f  episode acc %.3f  %.2f steps/s  '
+                    logging.info('step %d/%d  loss %.4f  episode acc %.3f%s  %.2f steps/s  '
                                  'ETA %s', step, t.num_train_steps, computed['loss'],
-                                 computed['accuracy'], rate,
+                                 computed['accuracy'], validation, rate,
                                  _format_seconds((t.num_train_steps - step) / max(rate, 1e-9)))
                     train_metrics = None
+                    validation = ''
                 if step % t.checkpoint_every == 0 or is_last:
                     mngr.save(step, args=ocp.args.StandardSave(state))
                     last_checkpoint = step
+            if validation:     # measured between log points: its own line
+                logging.info('step %d/%d%s', step, t.num_train_steps, validation)
             if stop_after_step is not None and step >= stop_after_step:
                 mngr.wait_until_finished()
                 return {'stopped_at_step': step}
@@ -423,6 +440,8 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
         results.update(train_seconds=round(train_seconds, 2), train_steps=t.num_train_steps,
                        steps_this_run=steps_done, resumed_from_step=start,
                        steps_per_second=round(steps_done / train_seconds, 3) if steps_done else None)
+        if curve:
+            results['validation_curve'] = curve.summary()
         if writer:
             scalars = {'eval/accuracy': results['accuracy'], 'eval/ci95': results['ci95'],
                        'eval/untrained': results['controls']['untrained']['accuracy'],
@@ -436,6 +455,20 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
     finally:
         if writer:
             writer.close()
+
+
+def training_batch(sampler: data_lib.EpisodeSampler, step: int, t) -> data_lib.Episodes:
+    """The episodes of one optimizer step: fresh ones every step (step s draws with seed
+    (seed, s)), or, with `config.train.num_groups` = G, episodes taken from a fixed set of
+    G training groups (group g is always the same episode), every group once per pass in
+    a seeded order that changes from pass to pass: the paper's number of training groups
+    (Fig. 5)."""
+    groups = t.get('num_groups')
+    if not groups:
+        return sampler.sample(step, t.episodes_per_step)
+    positions = range((step - 1) * t.episodes_per_step, step * t.episodes_per_step)
+    order = lambda p: np.random.default_rng([sampler.seed, GROUP_ORDER_SEED, p]).permutation(groups)
+    return sampler.sample_groups([int(order(p // groups)[p % groups]) for p in positions])
 
 
 def is_inter_dataset(config) -> bool:

@@ -8,7 +8,10 @@ os.environ['PUDNET_CACHE_DIR'] = tempfile.mkdtemp(prefix='pudnet_cache_tests_')
 
 import pytest  # noqa: E402
 
-import pudnet_jax  # noqa: E402,F401  (CPU backend up front when there is no GPU)
+from pudnet_jax.process import prepare_process  # noqa: E402
+
+prepare_process()   # as the command line: the CPU backend up front when there is no GPU
+
 from configs import test as test_config  # noqa: E402
 from pudnet_jax import train as train_lib  # noqa: E402
 

@@ -24,6 +24,7 @@ def _shrink(config, ways=None):
     config.train.episodes_per_step = 1
     config.train.num_train_steps = 1
     config.train.log_every = config.train.checkpoint_every = 1
+    config.train.val_groups = 1      # the validation curve (at the last step), tiny
     e = config.eval
     e.shots, e.groups = 1, 1
     e.val_groups, e.untrained_seeds, e.mean_sketch_images = 1, 1, 20   # the controls, tiny

@@ -40,6 +40,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
         assert key in on_disk
     assert 0.0 <= on_disk['accuracy'] <= 1.0 and on_disk['predict_seconds'] > 0
     jax.tree.map(np.testing.assert_array_equal, _latest_params(whole), _latest_params(broken))
+    # The validation curve too: the points before the kill kept, the later ones measured again.
+    curve = lambda r: [(p['step'], p['accuracy']) for p in r['validation_curve']['points']]
+    assert curve(resumed) == curve(uninterrupted) and len(curve(resumed)) == 3
 
     # Predict: saved variables load into the plain target, without the hypernetwork.
     summary = predict_lib.predict_and_save(broken)

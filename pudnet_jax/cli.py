@@ -1,0 +1,185 @@
+"""The PudNet command line: `python main.py`, `python -m pudnet_jax` and `pudnet` are the same.
+
+  python -m pudnet_jax --config configs/default.py --workdir runs/default       # train + evaluate
+  python -m pudnet_jax --config configs/default.py --workdir runs/default --mode=evaluate
+  python -m pudnet_jax --workdir runs/default --mode=predict                      # save a ConvNet
+  python -m pudnet_jax --workdir runs/default --mode=predict --data=my_images/    # for a folder
+
+Any config field can be overridden with --config.<field>=value, e.g.
+  --config.train.num_train_steps=2000 --config.model.eta=0.2
+  --config.data.test_classes='(6,7,8,9)'     (tuples: quoted, in parentheses)
+A mistake in the input prints one line, `error: <message>`, and exits with status 2;
+--debug shows the Python traceback instead.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from pudnet_jax.errors import UserError
+from pudnet_jax.process import prepare_process
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Training configuration file; override any '
+                                'field with --config.<field>=value.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and results.')
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'compare'],
+                  'train: train (resuming) then evaluate; evaluate: evaluate the latest '
+                  'checkpoint; predict: save predicted networks for held-out data; compare: '
+                  'PudNet against baselines on the same groups (trains PudNet first if the '
+                  'workdir has no checkpoint).')
+flags.DEFINE_string('data', None, '--mode=predict: a folder of images, one subfolder per '
+                    'class, to predict a network for (instead of held-out groups).')
+flags.DEFINE_bool('baselines', True, '--mode=predict --data: also train Adam from scratch and '
+                  'fine-tune PudNet on the folder (accuracy and seconds at 1, 2, 5 epochs); '
+                  '--no-baselines skips that curve.')
+flags.DEFINE_bool('debug', False, 'Show Python tracebacks of errors (by default a mistake in '
+                  'the input prints one line).')
+flags.mark_flags_as_required(['workdir'])
+
+EXIT_USER_ERROR = 2
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+HELP_FLAGS = ('-?', '--help', '--helpshort', '--helpfull', '--helpxml', '-help')
+
+
+class _QuietCheckpointing(std_logging.Filter):
+    """Orbax logs a dozen INFO lines per checkpoint; keep its warnings and errors only."""
+
+    def filter(self, record):
+        return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def _fail(message: str) -> None:
+    print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _config_load_error(e: BaseException) -> str:
+    """ml_collections' 'Failed loading config file ... Attempted ...' as one sentence."""
+    text = str(e)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if 'Failed loading config file' in text and len(lines) >= 2:
+        return f'--config: cannot load {lines[-2]} ({lines[-1]}).'
+    return f'--config: {type(e).__name__}: {text}'
+
+
+def parse_flags(argv):
+    """absl's parsing, with help exiting 0 and every flag or config mistake one line."""
+    debug = any(a == '--debug' or a.lower() in ('--debug=true', '--debug=1') for a in argv[1:])
+    if any(a in ('-?', '--help', '--helpshort', '-help') for a in argv[1:]):
+        # The usage and this command line's flags (absl lists the flags of the __main__
+        # module, which is main.py or pudnet_jax/__main__.py: none of them).
+        print(__doc__.rstrip() + '\n\nflags:\n' + FLAGS.module_help(sys.modules[__name__]))
+        print('\nTry --helpfull to get a list of all flags.')
+        sys.exit(0)
+    try:
+        remaining = FLAGS(argv)
+        config = FLAGS.config
+        if type(config).__name__ == '_ErrorConfig':   # config_flags defers loading errors
+            raise object.__getattribute__(config, '_error')
+        return remaining
+    except SystemExit as e:
+        if e.code == 1 and any(a in HELP_FLAGS for a in argv[1:]):
+            sys.exit(0)          # absl exits 1 after printing the requested help
+        raise
+    except Exception as e:   # noqa: BLE001
+        if debug:
+            raise
+        if isinstance(e, flags.Error):
+            _fail(str(e))
+        if isinstance(e, (AttributeError, KeyError)):    # --config.<typo>=...
+            detail = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+            _fail(f'unknown config field in the command line: {detail}')
+        if isinstance(e, OSError):                        # missing or unreadable file
+            _fail(_config_load_error(e))
+        _fail(f'--config: the config file raised {type(e).__name__}: {e}')
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """A mistake in the input, not a bug: our own checks (UserError, the ValueErrors and
+    ImportErrors raised inside this package), and file-system problems (OSError: missing,
+    unreadable or unwritable paths, named in the message)."""
+    from pudnet_jax.train import NonFiniteLossError
+    if isinstance(e, (UserError, OSError, NonFiniteLossError)):
+        return True
+    if isinstance(e, (ValueError, ImportError)):
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(PACKAGE_DIR + os.sep)
+    return False
+
+
+def main(argv):
+    if len(argv) > 1 and not FLAGS.debug:
+        _fail(f'unexpected arguments {argv[1:]}: every argument is a --flag (see --help).')
+    try:
+        run(FLAGS.mode, FLAGS.workdir, FLAGS.config, FLAGS.data, FLAGS.baselines)
+    except Exception as e:   # noqa: BLE001
+        if FLAGS.debug or not _is_user_error(e):
+            raise
+        _fail(str(e))
+
+
+def run(mode: str, workdir: str, config, data_folder, baselines: bool = True):
+    if data_folder and mode != 'predict':
+        raise UserError('--data=<folder> goes with --mode=predict.')
+    if mode == 'train' and config is None:
+        raise UserError('--mode=train needs --config (e.g. configs/default.py).')
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f'--workdir={workdir!r} is a file, not a directory.')
+    if mode in ('evaluate', 'predict') and not os.path.isdir(workdir):
+        raise UserError(f'--workdir={workdir!r} does not exist: train there first '
+                        f'(--mode=train --config=...).')
+    if config is not None:
+        from pudnet_jax import config_check
+        config_check.validate(config)
+    if data_folder:      # folder problems before anything heavy is loaded
+        from pudnet_jax import sources
+        sources.check_folder(data_folder)
+    from pudnet_jax.files import workdir_lock
+    with workdir_lock(workdir):
+        _dispatch(mode, workdir, config, data_folder, baselines)
+
+
+def _dispatch(mode, workdir, config, data_folder, baselines):
+    from pudnet_jax import evaluate, train
+    if mode == 'train':
+        train.train_and_evaluate(config, workdir)
+    elif mode == 'evaluate':
+        config, model, spec, hyper_vars, step = train.restore_hypernet_with_step(workdir, config)
+        print(f'Evaluating the checkpoint of step {step} in '
+              f'{os.path.join(workdir, "checkpoints", str(step))}.')
+        from pudnet_jax import data
+        pool = data.load_pool(config.data.name, config.data.image_size, config.data.channels,
+                              config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+        results = train.evaluate_any(config, model, spec, hyper_vars, pool, workdir)
+        results['checkpoint_step'] = step
+        evaluate.write_results(results, workdir)
+    elif mode == 'compare':
+        from pudnet_jax import compare
+        compare.run_compare(workdir, config)
+    elif data_folder:
+        from pudnet_jax import predict
+        predict.predict_folder(workdir, data_folder, config,
+                               baselines=None if baselines else False)
+    else:
+        from pudnet_jax import predict
+        predict.predict_and_save(workdir)
+
+
+def entry() -> None:
+    """The console entry point (main.py, `python -m pudnet_jax`, `pudnet`)."""
+    prepare_process()
+    sys.modules['__main__'].__doc__ = __doc__     # absl prints it as the usage in --help
+    logging.set_verbosity(logging.INFO)
+    quiet_checkpointing()
+    app.run(main, flags_parser=parse_flags)
+
+
+def quiet_checkpointing() -> None:
+    """Orbax's INFO lines off the log (its warnings and errors kept)."""
+    logging.get_absl_handler().addFilter(_QuietCheckpointing())

@@ -1,0 +1,103 @@
+"""The validation curve during training, training on a fixed number of groups, and the
+paper's studies as commands (pudnet_jax.studies) at tiny sizes."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from configs import test as test_config
+from pudnet_jax import data as data_lib
+from pudnet_jax import evaluate, studies
+from pudnet_jax import train as train_lib
+from pudnet_jax.summaries import read_scalars
+
+
+def test_validation_curve_is_recorded_and_changes_no_parameter(trained_workdir, tmp_path):
+    with open(os.path.join(trained_workdir, 'results.json')) as f:
+        results = json.load(f)
+    with open(os.path.join(trained_workdir, evaluate.VALIDATION_CURVE_FILE)) as f:
+        curve = json.load(f)
+    assert results['validation_curve'] == curve
+    config = test_config.get_config()
+    assert [p['step'] for p in curve['points']] == [2, 4, 6]
+    assert curve['groups'] == config.train.val_groups and curve['split'] == 'validation'
+    best = max(curve['points'], key=lambda p: (p['accuracy'], -p['step']))
+    assert (curve['best_step'], curve['best_accuracy']) == (best['step'], best['accuracy'])
+    # The curve's groups are the first validation groups of results.json: at the last step
+    # and with as many groups, the same number.
+    assert config.eval.val_groups == config.train.val_groups
+    assert curve['points'][-1]['accuracy'] == results['validation']['accuracy']
+    scalars = read_scalars(trained_workdir)
+    assert [(s, pytest.approx(v)) for s, v in scalars['train/validation_accuracy']] == [
+        (p['step'], p['accuracy']) for p in curve['points']]
+
+    # Without the curve, training ends on bit-identical parameters.
+    off = test_config.get_config()
+    off.train.val_every = 0
+    train_lib.train_and_evaluate(off, str(tmp_path / 'off'))
+    assert not os.path.exists(tmp_path / 'off' / evaluate.VALIDATION_CURVE_FILE)
+    jax.tree.map(np.testing.assert_array_equal, train_lib.restore_hypernet(trained_workdir)[3],
+                 train_lib.restore_hypernet(str(tmp_path / 'off'))[3])
+
+
+def test_fixed_training_groups_are_cycled_in_passes():
+    pool = {c: np.stack([np.full((4, 4, 1), 10 * c + i, np.uint8) for i in range(6)])
+            for c in range(3)}
+    sampler = data_lib.EpisodeSampler(pool, [0, 1, 2], 2, 1, 1, seed=3)
+    t = test_config.get_config().train
+    t.episodes_per_step, t.num_groups = 2, 3
+    seen = [train_lib.training_batch(sampler, step, t) for step in range(1, 7)]   # 4 passes
+    episodes = [b[e] for b in seen for e in range(2)]
+    groups = [sampler.sample(g, 1)[0] for g in range(3)]
+    ids = [next(g for g in range(3) if np.array_equal(ep.support, groups[g].support)
+                and np.array_equal(ep.query, groups[g].query)) for ep in episodes]
+    assert [sorted(ids[i:i + 3]) for i in range(0, 12, 3)] == [[0, 1, 2]] * 4
+    assert len({tuple(ids[i:i + 3]) for i in range(0, 12, 3)}) > 1     # the order changes
+    t.num_groups = None
+    fresh = train_lib.training_batch(sampler, 1, t)
+    np.testing.assert_array_equal(fresh.support, sampler.sample(1, 2).support)
+
+
+def test_a_sweep_study_writes_its_figure_and_numbers(tmp_path):
+    out = str(tmp_path / 'docs')
+    tiny = {'train.num_train_steps': 2, 'eval.groups': 2, 'eval.val_groups': 2}
+    summary = studies.run_study(studies.STUDIES['eta'], test_config.get_config(),
+                                str(tmp_path / 'runs'), out, values=(0.1, 0.6), overrides=tiny)
+    with open(os.path.join(out, 'fig6_eta.json')) as f:
+        assert json.load(f) == json.loads(json.dumps(summary))
+    assert os.path.getsize(os.path.join(out, 'fig6_eta.png')) > 0
+    for p in summary['points']:
+        with open(os.path.join(p['workdir'], 'results.json')) as f:
+            r = json.load(f)
+        with open(os.path.join(p['workdir'], 'config.json')) as f:
+            assert json.load(f)['model']['eta'] == p['value']
+        assert p['test']['accuracy'] == r['accuracy']
+        assert p['test']['mean_sketch'] == r['controls']['mean_sketch']['accuracy']
+        assert p['validation']['accuracy'] == r['validation']['accuracy']
+    chosen = max(summary['points'], key=lambda p: (p['validation']['accuracy'],
+                                                   -summary['points'].index(p)))
+    assert summary['selected_on_validation']['value'] == chosen['value']
+    # Run again: the finished runs are reused, not trained again.
+    stamps = [os.path.getmtime(os.path.join(p['workdir'], 'results.json'))
+              for p in summary['points']]
+    again = studies.run_study(studies.STUDIES['eta'], test_config.get_config(),
+                              str(tmp_path / 'runs'), out, values=(0.1, 0.6), overrides=tiny)
+    assert [os.path.getmtime(os.path.join(p['workdir'], 'results.json'))
+            for p in again['points']] == stamps
+
+
+def test_the_loss_study_plots_the_runs_scalars(trained_workdir, tmp_path):
+    workdir = str(tmp_path / 'w')
+    shutil.copytree(trained_workdir, workdir, ignore=shutil.ignore_patterns('.lock'))
+    out = str(tmp_path / 'docs')
+    summary = studies.run_study(studies.STUDIES['losses'], test_config.get_config(), workdir,
+                                out, overrides={'train.log_every': 2})
+    scalars = read_scalars(workdir)
+    for tag, _ in studies.LOSS_TAGS:
+        assert summary['curves'][tag] == [[s, v] for s, v in scalars[tag]]
+        assert [s for s, _ in scalars[tag]] == [2, 4, 6]
+    assert os.path.getsize(os.path.join(out, 'fig7_losses.png')) > 0
