@@ -272,7 +272,14 @@ def _speedup(curves, pudnet_acc, pudnet_seconds, chance) -> dict:
             'speedup': best[1] / pudnet_seconds,
             'text': f'{best[0]} needs {best[1]:.2f} s to reach PudNet\'s accuracy '
                     f'({100 * pudnet_acc:.2f} %); PudNet predicts in '
-                    f'{1000 * pudnet_seconds:.1f} ms: {best[1] / pudnet_seconds:.0f}x faster'}
+                    f'{1000 * pudnet_seconds:.1f} ms: {_ratio_text(best[1] / pudnet_seconds)}'}
+
+
+def _ratio_text(ratio: float) -> str:
+    """'147x faster', '1.8x faster', or '1.8x SLOWER' (never a rounded '1x faster')."""
+    if ratio >= 1.0:
+        return f'{ratio:.0f}x faster' if ratio >= 10 else f'{ratio:.1f}x faster'
+    return f'{1.0 / ratio:.1f}x SLOWER (the baseline gets there first)'
 
 
 def _fmt_seconds(s):
