@@ -181,5 +181,8 @@ def entry() -> None:
 
 
 def quiet_checkpointing() -> None:
-    """Orbax's INFO lines off the log (its warnings and errors kept)."""
-    logging.get_absl_handler().addFilter(_QuietCheckpointing())
+    """Orbax's INFO lines off the log (its warnings and errors kept): on the `absl` logger,
+    so the filter holds with or without absl's handler (the studies run without app.run)."""
+    logger = std_logging.getLogger('absl')
+    if not any(isinstance(f, _QuietCheckpointing) for f in logger.filters):
+        logger.addFilter(_QuietCheckpointing())

@@ -9,7 +9,8 @@ interrupted one resumes), then the row: PudNet's single forward pass, the untrai
 mean-sketch controls, the conditioning gain and the gain over untrained (paired 95% CIs)
 and PudNet + refined sketch when the config refines. `--parallel N` runs N trainings at
 once, each pinned to its own CPU core when the machine has that many. Writes OUT.json and
-OUT.md (wins and losses alike: nothing is dropped).
+OUT.md (wins and losses alike: nothing is dropped); rows OUT.json already holds for other
+domains, or for domains whose workdir is gone, made with the same --set, are kept.
 """
 
 from __future__ import annotations
@@ -129,9 +130,27 @@ def markdown(rows) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def earlier_rows() -> dict:
+    """The rows OUT.json already holds, made with the same overrides: a domain whose
+    workdir is gone (another machine, a cleaned runs/) keeps its measured row."""
+    path = FLAGS.out + '.json'
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        saved = json.load(f)
+    if saved.get('overrides', []) != list(FLAGS.set):
+        return {}
+    return {r['domain']: r for r in saved.get('rows', [])}
+
+
 def main(_):
     run_all(FLAGS.domains)
-    rows = [r for r in (row(d) for d in FLAGS.domains) if r is not None]
+    earlier = earlier_rows()
+    order = list(multidomain.DOMAINS)
+    wanted = sorted(set(FLAGS.domains) | set(earlier), key=order.index)
+    rows = [r for r in (row(d) if d in FLAGS.domains else None for d in wanted)]
+    rows = [r if r is not None else earlier.get(d) for d, r in zip(wanted, rows)]
+    rows = [r for r in rows if r is not None]
     missing = [d for d in FLAGS.domains if d not in {r['domain'] for r in rows}]
     os.makedirs(os.path.dirname(FLAGS.out) or '.', exist_ok=True)
     write_json(FLAGS.out + '.json', {'rows': rows, 'missing': missing, 'overrides': FLAGS.set})
