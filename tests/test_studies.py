@@ -11,7 +11,8 @@ import pytest
 
 from configs import test as test_config
 from pudnet_jax import data as data_lib
-from pudnet_jax import evaluate, studies
+from pudnet_jax import evaluate
+from pudnet_jax.studies import paper as studies
 from pudnet_jax import train as train_lib
 from pudnet_jax.summaries import read_scalars
 
@@ -101,3 +102,89 @@ def test_the_loss_study_plots_the_runs_scalars(trained_workdir, tmp_path):
         assert summary['curves'][tag] == [[s, v] for s, v in scalars[tag]]
         assert [s for s, _ in scalars[tag]] == [2, 4, 6]
     assert os.path.getsize(os.path.join(out, 'fig7_losses.png')) > 0
+
+
+def test_cca_matches_the_canonical_correlations_of_numpy_and_is_near_zero_for_noise():
+    from pudnet_jax.studies import cca
+    rng = np.random.default_rng(0)
+    n = 400
+    z = rng.normal(size=(n, 2))                      # two shared latent factors
+    x = np.c_[z, rng.normal(size=(n, 3))] @ rng.normal(size=(5, 5))
+    y = np.c_[z * [1.0, 0.5], rng.normal(size=(n, 2))] @ rng.normal(size=(4, 4))
+    y += 0.3 * rng.normal(size=y.shape)
+    fit, test = np.arange(0, n, 2), np.arange(1, n, 2)
+    in_fit, held = cca.cca(x, y, fit, test, reg=0.0)
+    # Independently: the singular values of Cxx^-1/2 Cxy Cyy^-1/2 on the fitted rows.
+    def inv_sqrt(c):
+        w, v = np.linalg.eigh(c)
+        return v @ np.diag(w ** -0.5) @ v.T
+    xc, yc = x[fit] - x[fit].mean(0), y[fit] - y[fit].mean(0)
+    m = inv_sqrt(xc.T @ xc) @ (xc.T @ yc) @ inv_sqrt(yc.T @ yc)
+    np.testing.assert_allclose(in_fit, np.linalg.svd(m, compute_uv=False), atol=1e-6)
+    assert held[0] > 0.9 and held[1] > 0.6 and abs(held[3]) < 0.25   # two real factors
+    noise = cca.cca(x, rng.normal(size=y.shape), fit, test)[1]
+    assert np.abs(noise).max() < 0.3                                   # nothing held out
+
+
+def test_the_cca_study_writes_its_analyses(trained_workdir, tmp_path):
+    from pudnet_jax.studies import __main__ as studies_main
+    out = str(tmp_path / 'cca')
+    studies_main.main(['cca', '--workdir', trained_workdir, '--groups', '8', '--dims', '2',
+                       '--train_steps', '2', '--out', out])
+    with open(out + '.json') as f:
+        results = json.load(f)
+    name = os.path.basename(os.path.normpath(trained_workdir))
+    assert set(results['analyses']) == {'data ↔ trained kernels',
+                                        f'{name}: sketch ↔ predicted kernels',
+                                        f'{name}: data ↔ predicted kernels'}
+    for v in results['analyses'].values():
+        assert len(v['held_out']) == 2 and all(-1 <= c <= 1 for c in v['held_out'])
+        assert all(0 <= c <= 1 + 1e-9 for c in v['fit'])
+    assert results['groups'] == 8 and os.path.getsize(out + '.png') > 0
+
+
+def _fake_lodo_workdir(root, domain, accuracy):
+    os.makedirs(os.path.join(root, domain))
+    stat = {'accuracy': accuracy - 0.1, 'ci95': 0.01}
+    results = {'accuracy': accuracy, 'ci95': 0.01, 'groups': 5,
+               'controls': {'untrained': stat, 'mean_sketch': stat},
+               'conditioning_gain': 0.1, 'conditioning_gain_ci95': 0.01,
+               'gain_over_untrained': 0.1, 'gain_over_untrained_ci95': 0.01,
+               'validation': {'accuracy': 0.5}, 'train_seconds': 1.0}
+    config = {'data': {'val_domain': 'mnist', 'train_classes': [1, 2], 'test_classes': [3]}}
+    for name, obj in (('results.json', results), ('config.json', config)):
+        with open(os.path.join(root, domain, name), 'w') as f:
+            json.dump(obj, f)
+
+
+def test_the_lodo_sweep_keeps_rows_it_did_not_rerun(tmp_path, monkeypatch):
+    from pudnet_jax.studies import lodo
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root, out = str(tmp_path / 'runs'), str(tmp_path / 'lodo')
+    _fake_lodo_workdir(root, 'math', 0.7)          # finished: nothing is trained
+    _fake_lodo_workdir(root, 'animal', 0.6)
+    lodo.main(['--root', root, '--domains', 'math,animal', '--out', out])
+    shutil.rmtree(os.path.join(root, 'animal'))    # its workdir gone: the row stays
+    _fake_lodo_workdir(str(tmp_path / 'runs2'), 'math', 0.8)
+    lodo.main(['--root', str(tmp_path / 'runs2'), '--domains', 'math', '--out', out])
+    with open(out + '.json') as f:
+        saved = json.load(f)
+    assert [(r['domain'], r['pudnet']) for r in saved['rows']] == [('math', 0.8), ('animal', 0.6)]
+    assert saved['missing'] == []
+    with open(out + '.md') as f:
+        assert len(f.read().strip().splitlines()) == 2 + 2
+    # Rows made with other overrides are not mixed in.
+    lodo.main(['--root', str(tmp_path / 'runs2'), '--domains', 'math', '--out', out,
+               '--set', 'model.film=True'])
+    with open(out + '.json') as f:
+        assert [r['domain'] for r in json.load(f)['rows']] == ['math']
+    with pytest.raises(SystemExit):
+        lodo.main(['--domains', 'klingon', '--out', out])
+
+
+def test_the_studies_command_lists_its_studies(capsys):
+    from pudnet_jax.studies import __main__ as studies_main
+    with pytest.raises(SystemExit) as e:
+        studies_main.main(['nope'])
+    assert e.value.code == 2
+    assert 'groups, eta, losses, lodo, cca' in capsys.readouterr().err

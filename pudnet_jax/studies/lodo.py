@@ -1,9 +1,10 @@
 """Leave-one-domain-out sweep of the multi-domain config: one row per held-out domain.
 
-  python -m studies.lodo --root runs/lodo [--domains animal,mnist] [--parallel 2]
+  python -m pudnet_jax.studies lodo --root runs/lodo [--domains animal,mnist] [--parallel 2]
       [--set model.residual=True ...] [--out docs/lodo]
 
-For each domain: `main.py --config configs/multidomain.py:<domain>` trains in
+Run from the repository root (configs/multidomain.py). For each domain,
+`python -m pudnet_jax --config configs/multidomain.py:<domain>` trains in
 ROOT/<domain> (a finished workdir, one with results.json, is not retrained; an
 interrupted one resumes), then the row: PudNet's single forward pass, the untrained and
 mean-sketch controls, the conditioning gain and the gain over untrained (paired 95% CIs)
@@ -15,47 +16,59 @@ domains, or for domains whose workdir is gone, made with the same --set, are kep
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
-from absl import app, flags
-
 from pudnet_jax import multidomain
 from pudnet_jax.files import write_json
 
-flags.DEFINE_string('root', 'runs/lodo', 'One workdir per domain under this folder.')
-flags.DEFINE_list('domains', list(multidomain.DOMAINS), 'Held-out domains.')
-flags.DEFINE_integer('parallel', 1, 'Trainings at once.')
-flags.DEFINE_multi_string('set', [], 'Config overrides, e.g. model.residual=True.')
-flags.DEFINE_string('out', 'docs/lodo', 'Output prefix (.json, .md).')
-FLAGS = flags.FLAGS
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join('configs', 'multidomain.py')
 
 
-def command(domain: str, workdir: str) -> list[str]:
-    return ([sys.executable, os.path.join(REPO, 'main.py'),
-             f'--config={os.path.join(REPO, "configs", "multidomain.py")}:{domain}',
-             f'--workdir={workdir}'] + [f'--config.{s}' for s in FLAGS.set])
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog='python -m pudnet_jax.studies lodo',
+                                     description=__doc__.split('\n\n')[0])
+    parser.add_argument('--root', default='runs/lodo', help='one workdir per domain under it')
+    parser.add_argument('--domains', default=','.join(multidomain.DOMAINS),
+                        help='comma-separated held-out domains (default: all)')
+    parser.add_argument('--parallel', type=int, default=1, help='trainings at once')
+    parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                        help='config override of every run, e.g. model.residual=True')
+    parser.add_argument('--out', default='docs/lodo', help='output prefix (.json, .md)')
+    args = parser.parse_args(argv)
+    args.domains = [d for d in args.domains.split(',') if d]
+    unknown = [d for d in args.domains if d not in multidomain.DOMAINS]
+    if unknown:
+        parser.error(f'--domains: unknown {unknown}; the domains are {list(multidomain.DOMAINS)}')
+    if not os.path.isfile(CONFIG):
+        parser.error(f'{CONFIG} not found: run from the repository root')
+    return args
 
 
-def run_all(domains) -> None:
-    pending = [d for d in domains
-               if not os.path.exists(os.path.join(FLAGS.root, d, 'results.json'))]
+def command(args, domain: str, workdir: str) -> list[str]:
+    return ([sys.executable, '-m', 'pudnet_jax', f'--config={CONFIG}:{domain}',
+             f'--workdir={workdir}'] + [f'--config.{s}' for s in args.set])
+
+
+def run_all(args) -> None:
+    pending = [d for d in args.domains
+               if not os.path.exists(os.path.join(args.root, d, 'results.json'))]
     running: list[tuple[str, subprocess.Popen, object]] = []
     cores = os.cpu_count() or 1
     free = list(range(cores))
     t0 = time.time()
     while pending or running:
-        while pending and len(running) < FLAGS.parallel:
+        while pending and len(running) < args.parallel:
             d = pending.pop(0)
-            workdir = os.path.join(FLAGS.root, d)
+            workdir = os.path.join(args.root, d)
             os.makedirs(workdir, exist_ok=True)
             log = open(os.path.join(workdir, 'lodo.log'), 'a')
-            cmd = command(d, workdir)
-            core = free.pop(0) if FLAGS.parallel > 1 and len(free) > 0 else None
+            cmd = command(args, d, workdir)
+            core = free.pop(0) if args.parallel > 1 and len(free) > 0 else None
             if core is not None and sys.platform.startswith('linux'):
                 cmd = ['taskset', '-c', str(core)] + cmd
             print(f'[{time.time() - t0:6.0f} s] training held-out {d} ({" ".join(cmd)})',
@@ -72,16 +85,16 @@ def run_all(domains) -> None:
                 free.append(core)
             status = 'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'
             print(f'[{time.time() - t0:6.0f} s] held-out {d}: {status}; log in '
-                  f'{os.path.join(FLAGS.root, d, "lodo.log")}', flush=True)
+                  f'{os.path.join(args.root, d, "lodo.log")}', flush=True)
 
 
-def row(domain: str) -> dict | None:
-    path = os.path.join(FLAGS.root, domain, 'results.json')
+def row(root: str, domain: str) -> dict | None:
+    path = os.path.join(root, domain, 'results.json')
     if not os.path.exists(path):
         return None
     with open(path) as f:
         r = json.load(f)
-    with open(os.path.join(FLAGS.root, domain, 'config.json')) as f:
+    with open(os.path.join(root, domain, 'config.json')) as f:
         cfg = json.load(f)
     out = {'domain': domain, 'validation_domain': cfg['data'].get('val_domain'),
            'train_classes': len(cfg['data']['train_classes']),
@@ -130,32 +143,33 @@ def markdown(rows) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def earlier_rows() -> dict:
+def earlier_rows(args) -> dict:
     """The rows OUT.json already holds, made with the same overrides: a domain whose
     workdir is gone (another machine, a cleaned runs/) keeps its measured row."""
-    path = FLAGS.out + '.json'
+    path = args.out + '.json'
     if not os.path.exists(path):
         return {}
     with open(path) as f:
         saved = json.load(f)
-    if saved.get('overrides', []) != list(FLAGS.set):
+    if saved.get('overrides', []) != list(args.set):
         return {}
     return {r['domain']: r for r in saved.get('rows', [])}
 
 
-def main(_):
-    run_all(FLAGS.domains)
-    earlier = earlier_rows()
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    run_all(args)
+    earlier = earlier_rows(args)
     order = list(multidomain.DOMAINS)
-    wanted = sorted(set(FLAGS.domains) | set(earlier), key=order.index)
-    rows = [r for r in (row(d) if d in FLAGS.domains else None for d in wanted)]
+    wanted = sorted(set(args.domains) | set(earlier), key=order.index)
+    rows = [row(args.root, d) if d in args.domains else None for d in wanted]
     rows = [r if r is not None else earlier.get(d) for d, r in zip(wanted, rows)]
     rows = [r for r in rows if r is not None]
-    missing = [d for d in FLAGS.domains if d not in {r['domain'] for r in rows}]
-    os.makedirs(os.path.dirname(FLAGS.out) or '.', exist_ok=True)
-    write_json(FLAGS.out + '.json', {'rows': rows, 'missing': missing, 'overrides': FLAGS.set})
+    missing = [d for d in args.domains if d not in {r['domain'] for r in rows}]
+    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
+    write_json(args.out + '.json', {'rows': rows, 'missing': missing, 'overrides': args.set})
     text = markdown(rows)
-    with open(FLAGS.out + '.md', 'w') as f:
+    with open(args.out + '.md', 'w') as f:
         f.write(text)
     print(text)
     if missing:
@@ -163,4 +177,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    main()

@@ -1,7 +1,7 @@
 """The paper's Fig. 1 study, scaled to the CPU: is there a correlation between datasets and
 the parameters trained on them, and did the hypernetwork capture it?
 
-  python -m studies.cca --workdir W [--workdir2 W2] [--groups 200] [--out docs/cca]
+  python -m pudnet_jax.studies cca --workdir W [--workdir W2 ...] [--groups 200] [--out docs/cca]
 
 1. `--groups` small datasets (groups), each 5 classes × 20 images of ONE domain of the
    workdir's training pool (the domain drawn uniformly, as training episodes are);
@@ -21,6 +21,7 @@ Writes OUT.json and OUT.png.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import time
@@ -29,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import refine as refine_lib
@@ -37,16 +37,27 @@ from pudnet_jax import train
 from pudnet_jax.files import write_json
 from pudnet_jax.hypernet import PudNet
 
-flags.DEFINE_multi_string('workdir', None, 'Trained workdir(s); the first gives the pool.',
-                          required=True)
-flags.DEFINE_integer('groups', 200, 'Groups (datasets).')
-flags.DEFINE_integer('train_steps', 150, 'Adam steps per group (full batch).')
-flags.DEFINE_integer('dims', 10, 'PCA dimensions of each side before CCA.')
-flags.DEFINE_integer('seed', 0, 'Groups, shared initialisation and shuffles.')
-flags.DEFINE_string('out', 'docs/cca', 'Output prefix (.json, .png).')
-FLAGS = flags.FLAGS
-
 WAYS, SHOTS = 5, 20
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog='python -m pudnet_jax.studies cca',
+                                     description=__doc__.split('\n\n')[0])
+    parser.add_argument('--workdir', action='append', required=True,
+                        help='trained workdir (repeatable); the first gives the pool')
+    parser.add_argument('--groups', type=int, default=200, help='groups (datasets)')
+    parser.add_argument('--train_steps', type=int, default=150,
+                        help='Adam steps per group (full batch)')
+    parser.add_argument('--dims', type=int, default=10,
+                        help='PCA dimensions of each side before CCA')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='groups, shared initialisation and shuffles')
+    parser.add_argument('--out', default='docs/cca', help='output prefix (.json, .png)')
+    args = parser.parse_args(argv)
+    if args.groups < 4 * args.dims:
+        parser.error(f'--groups {args.groups}: at least 4 × --dims ({4 * args.dims}) groups, '
+                     'half of them to fit the CCA and half to measure it')
+    return args
 
 
 def pca(x: np.ndarray, dims: int, fit: np.ndarray) -> np.ndarray:
@@ -140,7 +151,10 @@ def analyse(x, y, dims, seed):
             'null_fit': null_fit.tolist(), 'null_held_out': null_held.tolist()}
 
 
-def main(_):
+def main(argv=None) -> None:
+    FLAGS = parse_args(argv)
+    from pudnet_jax.process import prepare_process
+    prepare_process()
     t0 = time.time()
     config, model, spec, hyper = train.restore_hypernet(FLAGS.workdir[0])
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
@@ -214,4 +228,4 @@ def plot(results, path):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    main()

@@ -1,4 +1,4 @@
-"""The paper's studies as commands with figures, scaled to the CPU on the offline default.
+"""The paper's Figs. 5, 6 and 7 as commands with figures, scaled to the CPU on the offline default.
 
   python -m pudnet_jax.studies groups --workdir runs/fig5   # Fig. 5: accuracy vs training groups
   python -m pudnet_jax.studies eta --workdir runs/fig6      # Fig. 6: sensitivity to η
@@ -240,7 +240,7 @@ def _parse_value(text: str):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m pudnet_jax.studies',
+    parser = argparse.ArgumentParser(prog='python -m pudnet_jax.studies',  # STUDY ...
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('study', choices=sorted(STUDIES))
     parser.add_argument('--workdir', required=True, help='where the runs go')
