@@ -63,32 +63,55 @@ def test_fixed_training_groups_are_cycled_in_passes():
     np.testing.assert_array_equal(fresh.support, sampler.sample(1, 2).support)
 
 
-def test_a_sweep_study_writes_its_figure_and_numbers(tmp_path):
-    out = str(tmp_path / 'docs')
-    tiny = {'train.num_train_steps': 2, 'eval.groups': 2, 'eval.val_groups': 2}
-    summary = studies.run_study(studies.STUDIES['eta'], test_config.get_config(),
-                                str(tmp_path / 'runs'), out, values=(0.1, 0.6), overrides=tiny)
+def test_a_sweep_study_writes_its_figure_and_numbers(trained_workdir, tmp_path):
+    out, runs = str(tmp_path / 'docs'), str(tmp_path / 'runs')
+    config = test_config.get_config()
+    # The study at the test config's own scale: its point η = 0.1, seed 0 is the session's
+    # trained workdir, copied in and reused; three runs train (η = 0.6, and seed 1 of both).
+    same = {'train.num_train_steps': config.train.num_train_steps,
+            'eval.groups': config.eval.groups, 'eval.val_groups': config.eval.val_groups}
+    eta = studies.STUDIES['eta']
+    shutil.copytree(trained_workdir, studies.run_dir(runs, eta, config.model.eta),
+                    ignore=shutil.ignore_patterns('.lock'))
+    stamp = lambda p: os.path.getmtime(os.path.join(p['workdir'], 'results.json'))
+    summary = studies.run_study(eta, config, runs, out, values=(0.1, 0.6), overrides=same,
+                                seeds=(0, 1))
     with open(os.path.join(out, 'fig6_eta.json')) as f:
         assert json.load(f) == json.loads(json.dumps(summary))
     assert os.path.getsize(os.path.join(out, 'fig6_eta.png')) > 0
+    assert [(p['value'], p['seed']) for p in summary['points']] == [
+        (0.1, 0), (0.1, 1), (0.6, 0), (0.6, 1)]
+    assert summary['points'][0]['workdir'] == studies.run_dir(runs, eta, 0.1)
     for p in summary['points']:
         with open(os.path.join(p['workdir'], 'results.json')) as f:
             r = json.load(f)
         with open(os.path.join(p['workdir'], 'config.json')) as f:
-            assert json.load(f)['model']['eta'] == p['value']
+            saved = json.load(f)
+        assert (saved['model']['eta'], saved['seed']) == (p['value'], p['seed'])
         assert p['test']['accuracy'] == r['accuracy']
         assert p['test']['mean_sketch'] == r['controls']['mean_sketch']['accuracy']
         assert p['validation']['accuracy'] == r['validation']['accuracy']
-    chosen = max(summary['points'], key=lambda p: (p['validation']['accuracy'],
-                                                   -summary['points'].index(p)))
+    # The copied run was reused (copytree keeps the file's time), not trained again.
+    assert stamp(summary['points'][0]) == os.path.getmtime(
+        os.path.join(trained_workdir, 'results.json'))
+    with open(os.path.join(trained_workdir, 'results.json')) as f:
+        assert summary['points'][0]['test']['accuracy'] == json.load(f)['accuracy']
+    # Seeds differ (another initialisation and other episodes), and the row per value
+    # averages them.
+    assert summary['points'][0]['test'] != summary['points'][1]['test']
+    for row, (a, b) in zip(summary['by_value'], [summary['points'][:2], summary['points'][2:]]):
+        assert row['test'] == pytest.approx((a['test']['accuracy'] + b['test']['accuracy']) / 2)
+        assert row['test_seed_std'] == pytest.approx(
+            np.std([a['test']['accuracy'], b['test']['accuracy']], ddof=1))
+    chosen = max(summary['by_value'], key=lambda r: (r['validation'],
+                                                     -summary['by_value'].index(r)))
     assert summary['selected_on_validation']['value'] == chosen['value']
+    assert 'seed_spread' in summary
     # Run again: the finished runs are reused, not trained again.
-    stamps = [os.path.getmtime(os.path.join(p['workdir'], 'results.json'))
-              for p in summary['points']]
-    again = studies.run_study(studies.STUDIES['eta'], test_config.get_config(),
-                              str(tmp_path / 'runs'), out, values=(0.1, 0.6), overrides=tiny)
-    assert [os.path.getmtime(os.path.join(p['workdir'], 'results.json'))
-            for p in again['points']] == stamps
+    stamps = [stamp(p) for p in summary['points']]
+    again = studies.run_study(eta, config, runs, out, values=(0.1, 0.6), overrides=same,
+                              seeds=(0, 1))
+    assert [stamp(p) for p in again['points']] == stamps
 
 
 def test_the_loss_study_plots_the_runs_scalars(trained_workdir, tmp_path):

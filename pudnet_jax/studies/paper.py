@@ -57,12 +57,19 @@ LOSS_TAGS = (('train/l1_metric', 'L1 metric (eq. 8)'), ('train/l2_full_head', 'L
 
 
 def _set(config, field: str, value) -> None:
-    group, key = field.split('.')
-    config[group][key] = value
+    *groups, key = field.split('.')
+    node = config
+    for g in groups:
+        node = node[g]
+    node[key] = value
 
 
-def run_dir(workdir: str, study: Study, value) -> str:
-    return workdir if study.field is None else os.path.join(workdir, f'{study.field}={value}')
+def run_dir(workdir: str, study: Study, value, seed=None) -> str:
+    """`<workdir>/<field>=<value>`, with `,seed=<s>` for a training seed other than the
+    config's own (so the first seed's runs keep their folders when seeds are added)."""
+    if study.field is None:
+        return workdir
+    return os.path.join(workdir, f'{study.field}={value}' + ('' if seed is None else f',seed={seed}'))
 
 
 def point(results: dict, value) -> dict:
@@ -86,37 +93,52 @@ def point(results: dict, value) -> dict:
 
 
 def run_study(study: Study, base_config, workdir: str, out_dir: str,
-              values=None, overrides: dict | None = None) -> dict:
-    """Trains (or reuses) every run of the study, then writes the figure and the JSON."""
+              values=None, overrides: dict | None = None, seeds=None) -> dict:
+    """Trains (or reuses) every run of the study (each value × each training seed), then
+    writes the figure and the JSON."""
     from pudnet_jax import train as train_lib
     values = tuple(values) if values is not None else study.values
     settings = dict(study.overrides, **(overrides or {}))
+    base_seed = base_config.seed
+    seeds = tuple(seeds) if seeds else (base_seed,)
     t0 = time.time()
     points = []
     for value in values:
-        config = ml_collections.ConfigDict(train_lib.config_to_dict(base_config))
-        for field, v in settings.items():
-            _set(config, field, v)
-        if study.field is not None:
-            _set(config, study.field, value)
-        path = run_dir(workdir, study, value)
-        if _finished(path, config):
-            with open(os.path.join(path, 'results.json')) as f:
-                results = json.load(f)
-        else:     # trains, resumes an interrupted run, or re-evaluates with new settings
-            results = train_lib.train_and_evaluate(config, path)
-        points.append(dict(point(results, value), workdir=path))
+        for seed in seeds:
+            config = ml_collections.ConfigDict(train_lib.config_to_dict(base_config))
+            for field, v in settings.items():
+                _set(config, field, v)
+            if study.field is not None:
+                _set(config, study.field, value)
+            config.seed = seed
+            path = run_dir(workdir, study, value, None if seed == base_seed else seed)
+            if _finished(path, config):
+                with open(os.path.join(path, 'results.json')) as f:
+                    results = json.load(f)
+            else:     # trains, resumes an interrupted run, or re-evaluates with new settings
+                results = train_lib.train_and_evaluate(config, path)
+            points.append(dict(point(results, value), seed=seed, workdir=path))
     summary = {'study': study.name, 'title': study.title, 'field': study.field,
-               'settings': settings, 'base_config': base_config.data.name,
+               'settings': settings, 'seeds': list(seeds), 'base_config': base_config.data.name,
                'target': base_config.target.name, 'points': points,
                'seconds': round(time.time() - t0, 1)}
-    if study.field is not None and len(points) > 1:
-        best = max(points, key=lambda p: (p['validation']['accuracy'], -points.index(p)))
+    if study.field is not None and len(values) > 1:
+        summary['by_value'] = by_value(points, values)
+        rows = summary['by_value']
+        best = max(rows, key=lambda r: (r['validation'], -rows.index(r)))
         summary['selected_on_validation'] = {
-            'value': best['value'], 'validation': best['validation']['accuracy'],
-            'test': best['test']['accuracy'], 'test_ci95': best['test']['ci95'],
-            'rule': 'the highest validation accuracy (the first of equals); test groups '
-                    'are never looked at for the choice'}
+            'value': best['value'], 'validation': best['validation'], 'test': best['test'],
+            'test_ci95': best['test_ci95'], 'test_seed_std': best['test_seed_std'],
+            'rule': 'the highest validation accuracy (mean over the training seeds; the first '
+                    'of equals); test groups are never looked at for the choice'}
+        spread = [r['test_seed_std'] for r in rows if r['test_seed_std'] is not None]
+        if spread:   # the largest gap between values, against the seeds' own spread
+            tests = [r['test'] for r in rows]
+            summary['seed_spread'] = {
+                'test_range_over_values': max(tests) - min(tests),
+                'mean_seed_std': float(np.mean(spread)),
+                'note': 'a gap between values inside about two seed standard deviations is '
+                        'not a difference'}
         _plot_sweep(study, summary, os.path.join(out_dir, study.name + '.png'))
     else:
         summary['curves'] = _plot_losses(study, run_dir(workdir, study, values[0]),
@@ -124,6 +146,27 @@ def run_study(study: Study, base_config, workdir: str, out_dir: str,
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, study.name + '.json'), summary)
     return summary
+
+
+def by_value(points: list, values) -> list:
+    """One row per swept value: validation and test accuracy and the controls, averaged
+    over the training seeds, the seeds' standard deviation of the test accuracy (None for
+    one seed) and, for one seed, the test groups' 95 % CI."""
+    rows = []
+    for value in values:
+        runs = [p for p in points if p['value'] == value]
+        mean = lambda split, key: float(np.mean([p[split][key] for p in runs]))
+        test = [p['test']['accuracy'] for p in runs]
+        rows.append({'value': value, 'seeds': [p['seed'] for p in runs],
+                     'validation': mean('validation', 'accuracy'), 'test': float(np.mean(test)),
+                     'test_ci95': runs[0]['test']['ci95'] if len(runs) == 1 else None,
+                     'test_seed_std': float(np.std(test, ddof=1)) if len(runs) > 1 else None,
+                     'untrained': mean('test', 'untrained'),
+                     'untrained_ci95': mean('test', 'untrained_ci95'),
+                     'mean_sketch': mean('test', 'mean_sketch'),
+                     'mean_sketch_ci95': mean('test', 'mean_sketch_ci95'),
+                     'conditioning_gain': mean('test', 'conditioning_gain')})
+    return rows
 
 
 def _finished(path: str, config) -> bool:
@@ -141,26 +184,37 @@ def _plot_sweep(study: Study, summary: dict, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    pts = summary['points']
-    x = np.array([p['value'] for p in pts], float)
-    pct = lambda split, key: 100 * np.array([p[split][key] for p in pts])
+    rows, pts = summary['by_value'], summary['points']
+    values = [r['value'] for r in rows]
+    x = np.array(values, float)
+    pct = lambda key: 100 * np.array([r[key] if r[key] is not None else 0.0 for r in rows])
+    seeds = len(summary['seeds'])
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    ax.errorbar(x, pct('test', 'accuracy'), yerr=pct('test', 'ci95'), fmt='o-', color='C2',
-                capsize=3, label=f"PudNet, test ({pts[0]['test']['groups']} groups, 95% CI)")
-    ax.errorbar(x, pct('test', 'mean_sketch'), yerr=pct('test', 'mean_sketch_ci95'), fmt='s--',
-                color='C8', capsize=3, ms=4, label='mean-sketch control, test')
-    ax.errorbar(x, pct('test', 'untrained'), yerr=pct('test', 'untrained_ci95'), fmt='^:',
-                color='C7', capsize=3, ms=4, label='untrained control, test')
-    ax.plot(x, pct('validation', 'accuracy'), 'o--', color='C0', ms=4, alpha=0.8,
-            label=f"PudNet, validation ({pts[0]['validation']['groups']} groups)")
+    if seeds > 1:
+        ax.errorbar(x, pct('test'), yerr=pct('test_seed_std'), fmt='o-', color='C2', capsize=3,
+                    label=f"PudNet, test: mean of {seeds} training seeds ± their std "
+                          f"({pts[0]['test']['groups']} groups each)")
+        ax.plot([float(p['value']) for p in pts], [100 * p['test']['accuracy'] for p in pts],
+                '.', color='C2', alpha=0.45, label='PudNet, test: each seed')
+    else:
+        ax.errorbar(x, pct('test'), yerr=pct('test_ci95'), fmt='o-', color='C2', capsize=3,
+                    label=f"PudNet, test ({pts[0]['test']['groups']} groups, 95% CI; "
+                          'one training seed)')
+    ax.errorbar(x, pct('mean_sketch'), yerr=pct('mean_sketch_ci95'), fmt='s--', color='C8',
+                capsize=3, ms=4, label='mean-sketch control, test')
+    ax.errorbar(x, pct('untrained'), yerr=pct('untrained_ci95'), fmt='^:', color='C7',
+                capsize=3, ms=4, label='untrained control, test')
+    ax.plot(x, pct('validation'), 'o--', color='C0', ms=4, alpha=0.8,
+            label=f"PudNet, validation ({pts[0]['validation']['groups']} groups"
+                  + (', seed mean)' if seeds > 1 else ')'))
     sel = summary['selected_on_validation']
-    i = [p['value'] for p in pts].index(sel['value'])
+    i = values.index(sel['value'])
     ax.plot([x[i]], [100 * sel['test']], marker='*', ms=16, color='C3', ls='none',
             label=f"selected on validation: {sel['value']} (its test accuracy)")
     if study.log_x:
         ax.set_xscale('log')
     ax.set_xticks(x)
-    ax.set_xticklabels([str(p['value']) for p in pts])
+    ax.set_xticklabels([str(v) for v in values])
     ax.set_xlabel(study.label)
     ax.set_ylabel('held-out accuracy (%)')
     s = summary['settings']
@@ -250,6 +304,9 @@ def main(argv=None) -> None:
     parser.add_argument('--values', default=None,
                         help='comma-separated values of the swept field instead of the '
                              "study's own")
+    parser.add_argument('--seeds', default=None,
+                        help='comma-separated training seeds of every point (default: the '
+                             "config's seed); the figure then shows their mean and spread")
     parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                         help='override a setting of every run, e.g. --set '
                              'train.num_train_steps=50 (repeatable)')
@@ -274,14 +331,15 @@ def main(argv=None) -> None:
         overrides[field] = _parse_value(text)
     try:
         config_check.validate(base)
-        summary = run_study(study, base, args.workdir, args.out, values, overrides)
+        seeds = None if args.seeds is None else [int(v) for v in args.seeds.split(',')]
+        summary = run_study(study, base, args.workdir, args.out, values, overrides, seeds)
     except UserError as e:
         raise SystemExit(f'error: {e}')
     print(json.dumps({k: v for k, v in summary.items() if k not in ('points', 'curves')},
                      indent=2))
     for p in summary['points']:
         t, v = p['test'], p['validation']
-        print(f"{study.field or 'run'}={p['value']}: validation {100 * v['accuracy']:.2f} ± "
+        print(f"{study.field or 'run'}={p['value']} (seed {p['seed']}): validation {100 * v['accuracy']:.2f} ± "
               f"{100 * v['ci95']:.2f}; test {100 * t['accuracy']:.2f} ± {100 * t['ci95']:.2f} "
               f"(untrained {100 * t['untrained']:.2f}, mean sketch {100 * t['mean_sketch']:.2f}, "
               f"conditioning gain {100 * t['conditioning_gain']:+.2f} ± "
