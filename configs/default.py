@@ -110,6 +110,10 @@ def get_config():
     config.compare.methods = ('pretrained', 'protonet', 'adam', 'gc', 'finetune_pudnet',
                               'finetune_pretrained')
     config.compare.groups = 50
+    # PudNet + refined sketch (eval.refine_steps > 0) also scored after these step counts,
+    # each timed as a prediction of its own: the refinement's accuracy-vs-seconds curve,
+    # set beside Adam's at equal wall time. (): only eval.refine_steps.
+    config.compare.refine_milestones = ()
     config.compare.tune_groups = 2          # learning-rate tuning (validation groups)
     config.compare.val_groups = 10          # Pretrained / ProtoNet model selection (others)
     config.compare.epochs = (1, 2, 5, 10, 20, 30, 50)

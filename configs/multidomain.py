@@ -88,6 +88,7 @@ def get_config(arg: str = 'animal'):
     config.eval.refine_steps = 10
     config.eval.refine_lr = 3.0
     config.compare.groups = 20
+    config.compare.refine_milestones = (1, 2, 5)
     config.compare.pretrain_epochs = 3      # 145 training classes: ~40,000 images an epoch
     if protocol == 'inter':
         set_inter(config, f'md_{held_out}', predict_fraction=0.8)

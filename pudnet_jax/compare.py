@@ -143,15 +143,22 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
     logging.info('PudNet: %.4f on %d groups, %.1f ms per group', pudnet_acc, len(test),
                  1000 * pudnet_seconds)
 
-    # PudNet + refined sketch (eval.refine_steps > 0), on the same groups.
-    refined = evaluate_lib.Refined(config, model, spec, test[0])
+    # PudNet + refined sketch (eval.refine_steps > 0), on the same groups, after each of
+    # compare.refine_milestones steps too (a curve, as the baselines' epochs).
+    refined = evaluate_lib.Refined(config, model, spec, test[0],
+                                   milestones=c.get('refine_milestones') or ())
     if refined.steps:
         for g in test:
             refined.add(hyper_vars, g, scores_c)
-        rows.append(_row('PudNet + refined sketch', refined.accuracies,
-                         seconds=float(np.median(refined.seconds[1:] or refined.seconds)),
-                         one_off=pudnet_train_seconds, family='pudnet_refined',
-                         note=f'{refined.steps} Adam steps of {refined.lr:g} on the sketch'))
+        for k in refined.milestones:
+            accs_k, secs_k = refined.curve[k]
+            rows.append(_row('PudNet + refined sketch' + ('' if k == refined.steps else
+                                                          f', {k} step{"s" * (k > 1)}'),
+                             accs_k, seconds=float(np.median(secs_k[1:] or secs_k)),
+                             one_off=pudnet_train_seconds,
+                             family='pudnet_refined' if k == refined.steps
+                             else 'pudnet_refined_curve', epochs=k,
+                             note=f'{k} Adam steps of {refined.lr:g} on the sketch'))
 
     # The controls, as in results.json: untrained target, mean-sketch network.
     params = controls.control_params(config, model, spec, hyper_vars, pool, workdir)
@@ -200,7 +207,7 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
         logging.info('ProtoNet %.4f', rows[-1]['accuracy'])
 
     # Training from scratch (Adam, GC) and fine-tuning (Table VIII), per group.
-    curves = {}
+    curves, per_group_curves = {}, {}
     pred_by_group = {id(g): v for g, v in zip(test, predicted)}
     predict_for = lambda g: pred_by_group.get(id(g)) or predict_c(hyper_vars, g.support)
     pretrained_vars = lambda g: {'params': pretrained['params'], 'batch_stats':
@@ -227,6 +234,7 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
         curves[name] = {'epochs': list(milestones), 'lr': lr, 'lr_tuning': scores,
                         'accuracy': [r['accuracy'] for r in rows[-len(milestones):]],
                         'seconds': [r['seconds'] for r in rows[-len(milestones):]]}
+        per_group_curves[name] = per_group
 
     speedup = _speedup(curves, pudnet_acc, pudnet_seconds, chance)
     summary = {'preset': config.data.name, 'target': spec.name, 'ways': ways,
@@ -244,8 +252,37 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
         summary['refined'] = refined.summary(control_accs)
         summary['speedup_refined'] = _speedup(curves, summary['refined']['accuracy'],
                                               summary['refined']['seconds'], chance)
+        summary['refined_curve'] = {
+            'steps': list(refined.milestones),
+            'accuracy': [float(np.mean(refined.curve[k][0])) for k in refined.milestones],
+            'seconds': [float(np.median(refined.curve[k][1][1:] or refined.curve[k][1]))
+                        for k in refined.milestones]}
+        summary['refined_at_equal_time'] = {
+            name: equal_time(refined, per_group_curves[name], chance)
+            for name in curves if name.endswith('scratch')}
     write_outputs(summary, output_dir, output_name(config))
     return summary
+
+
+def equal_time(refined, per_group, chance) -> list:
+    """PudNet + refined sketch against a training curve at equal wall time, paired over
+    the groups: per group and refinement milestone k, the baseline's accuracy at the
+    k-step prediction's seconds (linear between its epochs, from (0 s, chance): generous
+    to the baseline, whose accuracy rises concavely), subtracted from the refined
+    network's. The first group's refinement times include compilation, so every group
+    uses the median time of the others."""
+    out = []
+    for k in refined.milestones:
+        accs, secs = refined.curve[k]
+        t = float(np.median(secs[1:] or secs))
+        baseline = [float(np.interp(t, [0.0] + list(s), [chance] + list(a)))
+                    for a, s in per_group]
+        diff, ci = evaluate_lib.mean_ci95(np.asarray(accs) - np.asarray(baseline))
+        out.append({'steps': k, 'seconds': t, 'refined': float(np.mean(accs)),
+                    'baseline': float(np.mean(baseline)), 'difference': diff,
+                    'difference_ci95': ci,
+                    'beyond_curve': bool(t > min(s[-1] for _, s in per_group))})
+    return out
 
 
 def _speedup(curves, pudnet_acc, pudnet_seconds, chance) -> dict:
@@ -273,6 +310,15 @@ def _speedup(curves, pudnet_acc, pudnet_seconds, chance) -> dict:
             'text': f'{best[0]} needs {best[1]:.2f} s to reach PudNet\'s accuracy '
                     f'({100 * pudnet_acc:.2f} %); PudNet predicts in '
                     f'{1000 * pudnet_seconds:.1f} ms: {_ratio_text(best[1] / pudnet_seconds)}'}
+
+
+def _equal_time_text(name: str, pts: list) -> str:
+    return (f"**At equal wall time** ({name}, paired over the groups; its accuracy "
+            f"interpolated between epochs): " + '; '.join(
+                f"{p['steps']} step{'s' * (p['steps'] > 1)} ({_fmt_seconds(p['seconds'])}) "
+                f"{100 * p['refined']:.2f} vs {100 * p['baseline']:.2f} %, "
+                f"{100 * p['difference']:+.2f} ± {100 * p['difference_ci95']:.2f} points"
+                for p in pts) + '.')
 
 
 def _ratio_text(ratio: float) -> str:
@@ -320,6 +366,8 @@ def write_outputs(summary: dict, workdir: str, name: str = 'compare') -> None:
                 f"{100 * summary['refined']['gain_over_untrained_ci95']:.2f} points; "
                 f"{summary['speedup_refined']['text'].replace('PudNet', 'PudNet + refined sketch')}.",
                 ''] if 'refined' in summary else []),
+             *[line for name, pts in summary.get('refined_at_equal_time', {}).items()
+               for line in (_equal_time_text(name, pts), '')],
              '| method | ACC (%) ± 95% CI | seconds to produce the network | one-off training | note |',
              '|---|---|---|---|---|']
     for r in rows:
@@ -352,6 +400,11 @@ def _plot(summary: dict, path: str) -> None:
             ax.errorbar([r['seconds']], [100 * r['accuracy']], yerr=[100 * r['ci95']], fmt='P',
                         color='C9', ms=11,
                         label=f"PudNet + refined sketch ({_fmt_seconds(r['seconds'])})")
+            cv = summary.get('refined_curve')
+            if cv and len(cv['steps']) > 1:
+                ax.plot(cv['seconds'], 100 * np.array(cv['accuracy']), '-', color='C9', lw=1,
+                        marker='.', label=f"PudNet + refined sketch, steps "
+                                          f"{cv['steps'][0]}-{cv['steps'][-1]}")
         elif r['family'] in ('pretrained', 'pretrained_bn', 'protonet', 'control', 'mean_sketch'):
             ax.axhline(100 * r['accuracy'], ls=':' if r['family'] == 'pretrained_bn' else '--',
                        lw=1, color={'pretrained': 'C5', 'pretrained_bn': 'C5', 'protonet': 'C6',

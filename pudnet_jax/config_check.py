@@ -205,6 +205,11 @@ def _check_eval(p: _Problems) -> None:
 
 
 def _check_compare(p: _Problems) -> None:
+    milestones = p.get('compare.refine_milestones', ())
+    if (not isinstance(milestones, (list, tuple))
+            or any(not _is_int(k) or k < 1 for k in milestones)):
+        p.add('compare.refine_milestones', milestones,
+              'must be a tuple of step counts >= 1 (or empty)')
     methods = p.get('compare.methods')
     if methods is None:
         return

@@ -197,16 +197,20 @@ def control_accuracies(spec: TargetSpec, params_by_control: dict, scores_fn, gro
 
 class Refined:
     """PudNet + refined sketch (`eval.refine_steps` > 0, `refine.py`) on the same groups:
-    its accuracies and seconds, summarised beside the same controls."""
+    its accuracies and seconds, summarised beside the same controls. With `milestones`
+    (step counts), also the network after each of them: `curve[k]` = (accuracies,
+    seconds) per group, as the training curves of the baselines."""
 
-    def __init__(self, config, model, spec, first):
+    def __init__(self, config, model, spec, first, milestones=()):
         e = config.eval
         self.steps, self.lr = int(e.get('refine_steps') or 0), float(e.get('refine_lr') or 0.0)
         self.ways, self.shots = e.ways, e.shots
         self.accuracies, self.seconds = [], []
+        self.milestones = tuple(sorted(set(milestones) | {self.steps})) if self.steps else ()
+        self.curve = {k: ([], []) for k in self.milestones}
         if self.steps:
-            self.predict = refine_lib.make_refined_predict_fn(model, spec, e.ways, self.steps,
-                                                              self.lr)
+            self.predict = refine_lib.make_refined_predict_fn(
+                model, spec, e.ways, max(self.milestones), self.lr)
             self.index = refine_lib.labelled_index(e.ways, first.support.shape[0] // e.ways,
                                                    e.shots)
 
@@ -214,12 +218,16 @@ class Refined:
         if not self.steps:
             return
         labels = group.support_labels[self.index]
-        t0 = time.perf_counter()
-        variables, _ = self.predict(hyper_vars, group.support, self.index, labels)
-        jax.block_until_ready(variables)
-        self.seconds.append(time.perf_counter() - t0)
-        scores = scores_fn(variables, group.support[self.index], labels, group.query)
-        self.accuracies.append(group_accuracy(scores, group.query_labels)[0])
+        path = self.predict.path(hyper_vars, group.support, self.index, labels,
+                                 self.milestones)
+        for k, variables, seconds in path:
+            scores = scores_fn(variables, group.support[self.index], labels, group.query)
+            accuracy = group_accuracy(scores, group.query_labels)[0]
+            self.curve[k][0].append(accuracy)
+            self.curve[k][1].append(seconds)
+            if k == self.steps:
+                self.accuracies.append(accuracy)
+                self.seconds.append(seconds)
 
     def summary(self, control_accs) -> dict:
         out = dict(zip(('accuracy', 'ci95'), mean_ci95(self.accuracies)))

@@ -15,6 +15,7 @@ seconds, beside the single forward pass and the same controls.
 from __future__ import annotations
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -62,11 +63,17 @@ def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: f
         updates, opt_state = opt.update(g, opt_state, s)
         return optax.apply_updates(s, updates), opt_state
 
-    def refine(hyper_vars, sketch, images, index, labels):
+    def refine(hyper_vars, sketch, images, index, labels, milestones=None):
+        """The refined sketch; with `milestones` (step counts ≤ `steps`), the list of
+        (k, sketch after k steps, seconds of those k steps) instead."""
         s, opt_state = sketch, opt.init(sketch)
-        for _ in range(steps):
+        path, t0 = [], time.perf_counter()
+        for k in range(1, steps + 1):
             s, opt_state = step(hyper_vars, s, opt_state, images, index, labels)
-        return s
+            if milestones is not None and k in milestones:
+                jax.block_until_ready(s)
+                path.append((k, s, time.perf_counter() - t0))
+        return s if milestones is None else path
     return refine
 
 
@@ -88,6 +95,21 @@ def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: i
     def predict(hyper_vars, images, index, labels):
         s = refine(hyper_vars, encode(hyper_vars, images), images, index, labels)
         return finish(hyper_vars, s, images), s
+
+    def predict_path(hyper_vars, images, index, labels, milestones):
+        """[(k, variables after k steps, seconds a k-step prediction takes)]: the
+        encoding, the k steps and the generation, each timed (the generations of the
+        earlier milestones are not counted in a later one's seconds)."""
+        t0 = time.perf_counter()
+        s0 = jax.block_until_ready(encode(hyper_vars, images))
+        t_encode = time.perf_counter() - t0
+        out = []
+        for k, s, t_steps in refine(hyper_vars, s0, images, index, labels, milestones):
+            t1 = time.perf_counter()
+            variables = jax.block_until_ready(finish(hyper_vars, s, images))
+            out.append((k, variables, t_encode + t_steps + time.perf_counter() - t1))
+        return out
+    predict.path = predict_path
     return predict
 
 

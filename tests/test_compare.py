@@ -4,6 +4,7 @@ import csv
 import importlib
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -138,3 +139,45 @@ def test_compare_mode_writes_tables_plot_and_json(trained_workdir):
     with open(os.path.join(trained_workdir, 'compare.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert all(0 <= r['accuracy'] <= 1 for r in summary['rows'])
+
+
+def test_refined_sketch_against_a_training_curve_at_equal_wall_time():
+    class Curve:                     # what compare reads of evaluate.Refined
+        milestones = (1, 4)
+        curve = {1: ([0.5, 0.6, 0.7], [9.0, 1.0, 1.0]),     # the first time: compilation
+                 4: ([0.7, 0.8, 0.9], [9.0, 3.0, 5.0])}
+    per_group = [([0.4, 0.8], [0.5, 2.0]), ([0.6, 0.6], [0.5, 2.0]), ([0.2, 0.5], [2.0, 4.0])]
+    out = compare.equal_time(Curve, per_group, chance=0.2)
+    # At 1.0 s (the median of the later groups): 0.4 + (0.5 / 1.5) * 0.4, 0.6, 0.2 + 0.5 * 0.0.
+    base = np.array([0.4 + 0.4 / 3, 0.6, 0.2])
+    assert out[0]['steps'] == 1 and out[0]['seconds'] == 1.0
+    np.testing.assert_allclose(out[0]['baseline'], base.mean())
+    np.testing.assert_allclose(out[0]['difference'], np.mean(np.array([0.5, 0.6, 0.7]) - base))
+    assert not out[0]['beyond_curve']
+    # At 4.0 s: past the first two groups' last epoch (flat there), the third's last point.
+    np.testing.assert_allclose(out[1]['baseline'], np.mean([0.8, 0.6, 0.5]))
+    assert out[1]['seconds'] == 4.0 and out[1]['beyond_curve']
+
+
+def test_compare_scores_the_refinement_after_each_milestone(trained_workdir, tmp_path):
+    config = test_config.get_config()
+    config.eval.refine_steps, config.eval.refine_lr = 2, 0.3
+    config.compare.refine_milestones = (1,)
+    config.compare.methods = ('adam',)
+    config.compare.epochs = (1, 2)
+    workdir = str(tmp_path / 'w')
+    shutil.copytree(trained_workdir, workdir, ignore=shutil.ignore_patterns('.lock'))
+    summary = compare.run_compare(workdir, config)
+    rows = {r['method']: r for r in summary['rows']}
+    one, two = rows['PudNet + refined sketch, 1 step'], rows['PudNet + refined sketch']
+    assert (one['epochs'], two['epochs']) == (1, 2)
+    assert summary['refined']['accuracy'] == two['accuracy']
+    assert summary['refined_curve']['steps'] == [1, 2]
+    assert summary['refined_curve']['accuracy'] == [one['accuracy'], two['accuracy']]
+    pts = summary['refined_at_equal_time']['Adam scratch']
+    assert [p['steps'] for p in pts] == [1, 2]
+    for p, r in zip(pts, (one, two)):
+        assert p['refined'] == pytest.approx(r['accuracy'])
+        assert p['difference'] == pytest.approx(p['refined'] - p['baseline'])
+    with open(os.path.join(workdir, 'compare.md')) as f:
+        assert '**At equal wall time** (Adam scratch' in f.read()
