@@ -211,3 +211,23 @@ def test_the_studies_command_lists_its_studies(capsys):
         studies_main.main(['nope'])
     assert e.value.code == 2
     assert 'groups, eta, losses, lodo, cca' in capsys.readouterr().err
+
+
+def test_a_finished_run_is_reused_across_compare_settings_and_added_fields(tmp_path):
+    config = test_config.get_config()
+    path = str(tmp_path / 'run')
+    train_lib.save_config(config, path)
+    with open(os.path.join(path, 'results.json'), 'w') as f:
+        json.dump({}, f)
+    assert studies._finished(path, config)
+    other = test_config.get_config()
+    other.compare.groups += 1                  # read by --mode=compare only
+    assert studies._finished(path, other)
+    other.eval.groups += 1                     # results.json would differ
+    assert not studies._finished(path, other)
+    with open(os.path.join(path, train_lib.CONFIG_FILE)) as f:
+        saved = json.load(f)
+    del saved['model']['film']                 # a workdir saved before the field existed
+    with open(os.path.join(path, train_lib.CONFIG_FILE), 'w') as f:
+        json.dump(saved, f)
+    assert studies._finished(path, config)     # config.model.film is the default, False

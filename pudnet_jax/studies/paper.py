@@ -170,14 +170,18 @@ def by_value(points: list, values) -> list:
 
 
 def _finished(path: str, config) -> bool:
-    """The run has its results.json, trained with exactly this config."""
+    """The run has its results.json, trained and evaluated with this config: the same
+    settings except `compare.*` (which neither training nor results.json reads), a
+    setting added to the code since (train.ADDED_FIELDS) counting as its default."""
     from pudnet_jax import train as train_lib
     files = [os.path.join(path, n) for n in ('results.json', train_lib.CONFIG_FILE)]
     if not all(os.path.exists(f) for f in files):
         return False
     with open(files[1]) as f:
-        saved = json.load(f)
-    return saved == json.loads(json.dumps(train_lib.config_to_dict(config), sort_keys=True))
+        saved = train_lib.ADDED_FIELDS | train_lib._flatten(json.load(f))
+    now = train_lib._flatten(json.loads(json.dumps(train_lib.config_to_dict(config))))
+    keep = lambda d: {k: v for k, v in d.items() if not k.startswith('compare.')}
+    return keep(saved) == keep(now)
 
 
 def _plot_sweep(study: Study, summary: dict, path: str) -> None:
