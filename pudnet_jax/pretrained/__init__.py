@@ -93,6 +93,70 @@ REGISTRY = {p.name: p for p in (
             'train_seconds': 490.09
         },
     ),
+    Pretrained(
+        name='multidomain-convnet3',
+        description='The multi-domain default (configs/multidomain.py, held-out domain '
+                    'Animal-MNIST, validation domain MNIST, seed 0): trained on 6 glyph '
+                    'domains rendered from matplotlib\'s fonts (151 classes; the rendered '
+                    'digits leave with their twin MNIST; 5-way one-domain episodes, 500 '
+                    'steps); predicts a ConvNet-3 (width 64) for 28x28 grayscale '
+                    'images of a domain it never saw; eval.refine_steps = 10 (PudNet + refined '
+                    'sketch).',
+        command='taskset -c 0 python -m pudnet_jax.studies lodo --root runs/lodo --domains '
+                'animal (= python main.py --config configs/multidomain.py:animal --workdir '
+                'runs/lodo/animal, on one CPU core)',
+        # results.json's test accuracy (150 groups) beside its controls, validation, and
+        # PudNet + refined sketch.
+        measured={   'accuracy': 0.632888888888889,
+            'ci95': 0.0120721459655685,
+            'groups': 150,
+            'ways': 5,
+            'shots': 10,
+            'test_shots': 15,
+            'controls': {   'untrained': {   'accuracy': 0.6208,
+                                             'ci95': 0.011800423211549966,
+                                             'networks': 3},
+                            'mean_sketch': {   'accuracy': 0.6312000000000001,
+                                               'ci95': 0.01209767297072733,
+                                               'networks': 1}},
+            'conditioning_gain': 0.001688888888888892,
+            'conditioning_gain_ci95': 0.0038510336845030265,
+            'gain_over_untrained': 0.012088888888888882,
+            'gain_over_untrained_ci95': 0.01079994173165199,
+            'validation': {   'accuracy': 0.8522666666666667,
+                              'ci95': 0.01605599333001024,
+                              'groups': 50,
+                              'controls': {   'untrained': {   'accuracy': 0.8723555555555556,
+                                                               'ci95': 0.016654478062367386,
+                                                               'networks': 3},
+                                              'mean_sketch': {   'accuracy': 0.8669333333333334,
+                                                                 'ci95': 0.014169762279508353,
+                                                                 'networks': 1}},
+                              'conditioning_gain': -0.014666666666666653,
+                              'conditioning_gain_ci95': 0.00823925606134707,
+                              'gain_over_untrained': -0.020088888888888868,
+                              'gain_over_untrained_ci95': 0.01237895171548549,
+                              'refined': {   'accuracy': 0.9018666666666668,
+                                             'ci95': 0.012861423821645875,
+                                             'gain_over_untrained': 0.029511111111111123,
+                                             'gain_over_untrained_ci95': 0.01400677322772235,
+                                             'conditioning_gain': 0.03493333333333334,
+                                             'conditioning_gain_ci95': 0.012255168083166654,
+                                             'steps': 10,
+                                             'lr': 3.0,
+                                             'seconds': 0.7250036890000047}},
+            'train_steps': 500,
+            'train_seconds': 421.02,
+            'refined': {   'accuracy': 0.7129777777777777,
+                           'ci95': 0.012492344837555978,
+                           'gain_over_untrained': 0.09217777777777776,
+                           'gain_over_untrained_ci95': 0.009351704049924072,
+                           'conditioning_gain': 0.08177777777777777,
+                           'conditioning_gain_ci95': 0.011219875040199667,
+                           'steps': 10,
+                           'lr': 3.0,
+                           'seconds': 1.0413653400009935}},
+    ),
 )}
 
 

@@ -22,7 +22,8 @@ CHECK_FILE = 'check.json'
 # The numbers of results.json an entry records (its test accuracy beside its controls).
 MEASURED_KEYS = ('accuracy', 'ci95', 'groups', 'ways', 'shots', 'test_shots', 'controls',
                  'conditioning_gain', 'conditioning_gain_ci95', 'gain_over_untrained',
-                 'gain_over_untrained_ci95', 'validation', 'train_steps', 'train_seconds')
+                 'gain_over_untrained_ci95', 'validation', 'train_steps', 'train_seconds',
+                 'refined')
 
 
 def measured(results: dict) -> dict:
