@@ -218,9 +218,8 @@ class Refined:
         if not self.steps:
             return
         labels = group.support_labels[self.index]
-        path = self.predict.path(hyper_vars, group.support, self.index, labels,
-                                 self.milestones)
-        for k, variables, seconds in path:
+        for k, variables, seconds in self.predict(hyper_vars, group.support, self.index,
+                                                  labels, self.milestones):
             scores = scores_fn(variables, group.support[self.index], labels, group.query)
             accuracy = group_accuracy(scores, group.query_labels)[0]
             self.curve[k][0].append(accuracy)

@@ -85,21 +85,16 @@ def labelled_index(ways: int, per_class: int, shots: int):
 
 @functools.lru_cache(maxsize=None)
 def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float):
-    """(hyper vars, prediction images, labelled index, labels) → the target's variables
-    generated from the refined sketch (BatchNorm statistics from the prediction images),
-    and the refined sketch."""
+    """(hyper vars, prediction images, labelled index, labels, milestones) → [(k, the
+    target's variables generated from the sketch after k steps (BatchNorm statistics from
+    the prediction images), the seconds a k-step prediction takes)] for each k of
+    `milestones` (≤ `steps`): the encoding, the k steps and the generation, each timed, so
+    the generations of earlier milestones do not count in a later one's seconds."""
     refine = make_refine_fn(model, spec, ways, steps, lr)
     encode = jax.jit(lambda hv, x: model.apply(hv, x, train=False, method=PudNet.encode).mean(0))
     finish = jax.jit(lambda hv, s, x: _variables(model, spec, hv, s, x))
 
-    def predict(hyper_vars, images, index, labels):
-        s = refine(hyper_vars, encode(hyper_vars, images), images, index, labels)
-        return finish(hyper_vars, s, images), s
-
-    def predict_path(hyper_vars, images, index, labels, milestones):
-        """[(k, variables after k steps, seconds a k-step prediction takes)]: the
-        encoding, the k steps and the generation, each timed (the generations of the
-        earlier milestones are not counted in a later one's seconds)."""
+    def predict(hyper_vars, images, index, labels, milestones=(steps,)):
         t0 = time.perf_counter()
         s0 = jax.block_until_ready(encode(hyper_vars, images))
         t_encode = time.perf_counter() - t0
@@ -109,7 +104,6 @@ def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: i
             variables = jax.block_until_ready(finish(hyper_vars, s, images))
             out.append((k, variables, t_encode + t_steps + time.perf_counter() - t1))
         return out
-    predict.path = predict_path
     return predict
 
 
