@@ -89,7 +89,7 @@ def create_train_state(config, model: PudNet, spec: TargetSpec) -> TrainState:
     images = jnp.zeros((2,) + spec.image_shape, jnp.float32)
     variables = model.init(jax.random.PRNGKey(config.seed), images, train=False)
     return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                             batch_stats=variables['batch_stats'], tx=make_optimizer(config))
+                             batch_stats=variables.get('batch_stats', {}), tx=make_optimizer(config))
 
 
 def resolve_batching(mode: str) -> str:
@@ -154,7 +154,7 @@ def make_train_step(config, model: PudNet, spec: TargetSpec):
             losses, parts = _over_episodes(episode, mode)(
                 sketches, batch.support, batch.support_labels, batch.query,
                 batch.query_labels, batch.classes)
-            return losses.mean(), (jax.tree.map(jnp.mean, parts), updates['batch_stats'])
+            return losses.mean(), (jax.tree.map(jnp.mean, parts), updates.get('batch_stats', {}))
 
         (_, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)

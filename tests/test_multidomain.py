@@ -211,3 +211,20 @@ def test_refinement_lowers_its_loss_and_is_reported(trained_workdir):
     assert f['steps'] == 3 and 0.0 <= f['accuracy'] <= 1.0 and f['seconds'] > 0
     assert {'conditioning_gain', 'gain_over_untrained', 'conditioning_gain_ci95'} <= set(f)
     assert 'PudNet + refined sketch' in evaluate_lib.format_results(r)
+
+
+# The switches that change the hypernetwork's variable collections or the sketch's shape
+# (FiLM and residual were trained end to end in the variant runs of the README).
+@pytest.mark.parametrize('switch', [{'encoder_norm': 'layer'}, {'encoder_norm': 'none'},
+                                    {'set_pooling': 'mean_sq'}])
+def test_every_switch_trains_and_evaluates_end_to_end(switch, tmp_path):
+    config = test_config.get_config()
+    config.train.num_train_steps, config.train.val_every = 2, 0
+    config.eval.groups = config.eval.val_groups = 2
+    for k, v in switch.items():
+        config.model[k] = v
+    r = train_lib.train_and_evaluate(config, str(tmp_path / 'w'))
+    assert 0.0 <= r['accuracy'] <= 1.0 and 'conditioning_gain' in r
+    # The saved config and checkpoint restore.
+    _, _, _, hyper = train_lib.restore_hypernet(str(tmp_path / 'w'))
+    assert 'params' in hyper
