@@ -74,6 +74,10 @@ def get_config():
     # multiple), parameters replicated. 1: one device, no mesh; 0: every device of every
     # process (several hosts: README, "Several GPUs and hosts").
     config.train.data_parallel = 1
+    # Compute dtype of the target's forward pass and the weight generators' matmuls:
+    # 'float32' or 'bfloat16' (mixed precision: parameters, BatchNorm statistics, the
+    # sketch encoder and the losses stay float32).
+    config.train.dtype = 'float32'
     config.train.log_every = 50
     config.train.checkpoint_every = 100
     config.train.max_checkpoints = 2

@@ -52,7 +52,7 @@ RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoi
 # trained with this value (the code's behaviour before the field existed).
 ADDED_FIELDS = {'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
                 'model.residual': False, 'model.film': False, 'eval.refine_steps': 0,
-                'train.data_parallel': 1}
+                'train.data_parallel': 1, 'train.dtype': 'float32'}
 CLASSES_FILE = 'classes.json'
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
 # from an older one, so that later saves of the same step do not collide with it.
@@ -75,7 +75,8 @@ class TrainMetrics(metrics.Collection):
 
 def build_model(config) -> tuple[PudNet, TargetSpec]:
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-    spec = target_spec(config.target.name, image_shape, config.target.width)
+    spec = target_spec(config.target.name, image_shape, config.target.width,
+                       config.train.get('dtype', 'float32'))
     return make_pudnet(config, spec), spec
 
 
