@@ -69,6 +69,15 @@ def get_config():
     config.train.warmup_steps = 0
     config.train.cosine_decay = False
     config.train.episode_batching = 'auto'   # 'unroll' on CPU, 'vmap' on GPU
+    # Data-parallel meta-training (pudnet_jax/mesh.py): the episodes of a step split over
+    # this many devices (a `data` mesh axis; episodes_per_step is global and must be a
+    # multiple), parameters replicated. 1: one device, no mesh; 0: every device of every
+    # process (several hosts: README, "Several GPUs and hosts").
+    config.train.data_parallel = 1
+    # Compute dtype of the target's forward pass and the weight generators' matmuls:
+    # 'float32' or 'bfloat16' (mixed precision: parameters, BatchNorm statistics, the
+    # sketch encoder and the losses stay float32).
+    config.train.dtype = 'float32'
     config.train.log_every = 50
     config.train.checkpoint_every = 100
     config.train.max_checkpoints = 2

@@ -36,6 +36,13 @@ flags.DEFINE_string('data', None, '--mode=predict: a folder of images, one subfo
 flags.DEFINE_bool('baselines', True, '--mode=predict --data: also train Adam from scratch and '
                   'fine-tune PudNet on the folder (accuracy and seconds at 1, 2, 5 epochs); '
                   '--no-baselines skips that curve.')
+flags.DEFINE_bool('distributed', False, 'One process of a multi-process (multi-host) run: '
+                  'calls jax.distributed.initialize first (its arguments detected under '
+                  'Slurm, Open MPI or on TPU, or given by the three flags below); use with '
+                  '--config.train.data_parallel=0 (every device of every process).')
+flags.DEFINE_string('coordinator_address', None, '--distributed: host:port of process 0.')
+flags.DEFINE_integer('num_processes', None, '--distributed: the number of processes.')
+flags.DEFINE_integer('process_id', None, '--distributed: this process, 0..num_processes-1.')
 flags.DEFINE_bool('debug', False, 'Show Python tracebacks of errors (by default a mistake in '
                   'the input prints one line).')
 flags.mark_flags_as_required(['workdir'])
@@ -116,6 +123,10 @@ def _is_user_error(e: BaseException) -> bool:
 def main(argv):
     if len(argv) > 1 and not FLAGS.debug:
         _fail(f'unexpected arguments {argv[1:]}: every argument is a --flag (see --help).')
+    if FLAGS.distributed:
+        from pudnet_jax import mesh
+        mesh.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
     try:
         run(FLAGS.mode, FLAGS.workdir, FLAGS.config, FLAGS.data, FLAGS.baselines)
     except Exception as e:   # noqa: BLE001

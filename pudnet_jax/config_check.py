@@ -155,6 +155,13 @@ def _check_train(p: _Problems) -> None:
     p.positive(t + 'learning_rate')
     p.number_in(t + 'b1', 0.0, 1.0, high_open=True)
     p.number_in(t + 'b2', 0.0, 1.0, high_open=True)
+    p.int_at_least(t + 'data_parallel', 0, optional=True)
+    devices, episodes = p.get(t + 'data_parallel'), p.get(t + 'episodes_per_step')
+    if _is_int(devices) and devices > 1 and _is_int(episodes) and episodes % devices:
+        p.add(t + 'data_parallel', devices, f'must divide config.train.episodes_per_step '
+                                            f'({episodes}, the global episode count)')
+    if p.get(t + 'dtype', 'float32') not in ('float32', 'bfloat16'):
+        p.add(t + 'dtype', p.get(t + 'dtype'), "must be 'float32' or 'bfloat16'")
     if p.get(t + 'episode_batching') not in ('auto', 'unroll', 'vmap', 'map'):
         p.add(t + 'episode_batching', p.get(t + 'episode_batching'),
               "must be 'auto', 'unroll', 'vmap' or 'map'")

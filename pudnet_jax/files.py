@@ -31,6 +31,10 @@ def write_json(path: str, obj, **dump_kwargs) -> str:
 
 # ----------------------------------------------------------------------------- lock
 
+# Process i > 0 of a multi-process run (`mesh.initialize_distributed`) locks
+# `workdir/.lock.<i>`: the processes of one run share the workdir, and process 0's lock
+# still keeps a second run out.
+_process_index = 0
 _held: dict[str, list] = {}          # realpath of a lock file → [fd, depth] (this process)
 _held_guard = threading.Lock()
 
@@ -51,6 +55,15 @@ def _read_pid(fd: int):
     return int(text) if text.isdigit() else None
 
 
+def set_process_index(index: int) -> None:
+    global _process_index
+    _process_index = int(index)
+
+
+def lock_file_name() -> str:
+    return LOCK_FILE if _process_index == 0 else f'{LOCK_FILE}.{_process_index}'
+
+
 @contextmanager
 def workdir_lock(workdir: str):
     """Holds `workdir/.lock` (an exclusive `flock`, with this process's pid written in
@@ -59,7 +72,7 @@ def workdir_lock(workdir: str):
     (even by SIGKILL), so a lock file left by a dead run is simply taken over. Re-entrant
     within one process (train inside compare)."""
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.realpath(os.path.join(workdir, LOCK_FILE))
+    path = os.path.realpath(os.path.join(workdir, lock_file_name()))
     with _held_guard:
         if path in _held:
             _held[path][1] += 1

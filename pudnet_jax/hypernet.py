@@ -125,20 +125,21 @@ class WeightGenerator(nn.Module):
     p: int = 8
     hidden: int = 16
     residual: bool = False
+    dtype: str = 'float32'     # the matmuls' compute dtype; weights and kernels float32
 
     @nn.compact
     def __call__(self, embedding):
         *spatial, c_in, c_out = self.kernel_shape
         k2 = math.prod(spatial)
-        w = nn.Dense(self.p * k2, name='embed')(embedding).reshape(k2, self.p)
-        w = nn.gelu(nn.Dense(self.hidden, name='conv1x1_a')(w))
+        w = nn.Dense(self.p * k2, dtype=self.dtype, name='embed')(embedding).reshape(k2, self.p)
+        w = nn.gelu(nn.Dense(self.hidden, dtype=self.dtype, name='conv1x1_a')(w))
         # residual: a learned base kernel (Flax's default conv init) plus a generated
         # delta that starts at a tenth of that scale, so the untrained hypernetwork
         # generates (about) the untrained target.
         gain = 0.01 if self.residual else 1.0
         he = nn.initializers.variance_scaling(gain * 2.0 / (k2 * c_in), 'fan_in', 'normal')
-        w = nn.Dense(c_in * c_out, kernel_init=he, name='conv1x1_b')(w)
-        w = w.reshape(self.kernel_shape)
+        w = nn.Dense(c_in * c_out, kernel_init=he, dtype=self.dtype, name='conv1x1_b')(w)
+        w = w.astype(jnp.float32).reshape(self.kernel_shape)
         if self.residual:
             w = w + self.param('base_kernel', nn.initializers.lecun_normal(), self.kernel_shape)
         return w
@@ -180,7 +181,8 @@ class PudNet(nn.Module):
         self.generators = {
             _shape_key(shape): nn.vmap(WeightGenerator, variable_axes={'params': 0},
                                        split_rngs={'params': True})(
-                shape, self.generator_p, self.generator_hidden, self.residual)
+                shape, self.generator_p, self.generator_hidden, self.residual,
+                self.spec.dtype)
             for shape, _ in self._groups}
         self.shared = self.param('target_shared', lambda _: {
             '/'.join(p): init_shared_leaf(p, s) for p, s in self.spec.shared})

@@ -129,7 +129,7 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
         # Evaluate what was written, through the plain target alone.
         target, loaded, _ = load_variables(path)
         classify = evaluate_lib.make_classify_fn(spec, len(class_ids))
-        assert target == spec.module()
+        assert target == make_target(spec.name, spec.width)   # saved as a plain float32 target
         pred = classify(loaded, *evaluate_lib.labelled(group, len(class_ids), config.eval.shots),
                         group.query)
         accuracy = float(np.mean(np.asarray(pred) == group.query_labels))

@@ -23,9 +23,15 @@ from flax import traverse_util
 DEFAULT_BN_MOMENTUM = 0.9
 
 
-def _batch_norm(train: bool, momentum: float, name: str) -> nn.BatchNorm:
+# Compute dtypes of the target's forward pass (`config.train.dtype`): parameters and
+# BatchNorm statistics stay float32 (Flax reduces the statistics in float32), features
+# are returned as float32 for the losses.
+DTYPES = ('float32', 'bfloat16')
+
+
+def _batch_norm(train: bool, momentum: float, name: str, dtype=jnp.float32) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5,
-                        name=name)
+                        dtype=dtype, name=name)
 
 
 def max_pool_2x2(x):
@@ -41,34 +47,37 @@ class ConvNet3(nn.Module):
     """Three conv3x3 → BatchNorm → ReLU → max-pool blocks, flattened (paper's ConvNet-3)."""
     width: int = 64
     bn_momentum: float = DEFAULT_BN_MOMENTUM
+    dtype: str = 'float32'
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         for i in range(3):
-            x = nn.Conv(self.width, (3, 3), use_bias=False, name=f'conv{i}')(x)
-            x = _batch_norm(train, self.bn_momentum, f'bn{i}')(x)
+            x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype,
+                        name=f'conv{i}')(x)
+            x = _batch_norm(train, self.bn_momentum, f'bn{i}', self.dtype)(x)
             x = nn.relu(x)
             x = max_pool_2x2(x)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], -1).astype(jnp.float32)
 
 
 class BasicBlock(nn.Module):
     filters: int
     strides: int
     bn_momentum: float
+    dtype: str = 'float32'
 
     @nn.compact
     def __call__(self, x, train: bool):
         residual = x
         y = nn.Conv(self.filters, (3, 3), (self.strides, self.strides), use_bias=False,
-                    name='conv1')(x)
-        y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn1')(y))
-        y = nn.Conv(self.filters, (3, 3), use_bias=False, name='conv2')(y)
-        y = _batch_norm(train, self.bn_momentum, 'bn2')(y)
+                    dtype=self.dtype, name='conv1')(x)
+        y = nn.relu(_batch_norm(train, self.bn_momentum, 'bn1', self.dtype)(y))
+        y = nn.Conv(self.filters, (3, 3), use_bias=False, dtype=self.dtype, name='conv2')(y)
+        y = _batch_norm(train, self.bn_momentum, 'bn2', self.dtype)(y)
         if residual.shape != y.shape:
             residual = nn.Conv(self.filters, (1, 1), (self.strides, self.strides),
-                               use_bias=False, name='shortcut_conv')(residual)
-            residual = _batch_norm(train, self.bn_momentum, 'shortcut_bn')(residual)
+                               use_bias=False, dtype=self.dtype, name='shortcut_conv')(residual)
+            residual = _batch_norm(train, self.bn_momentum, 'shortcut_bn', self.dtype)(residual)
         return nn.relu(residual + y)
 
 
@@ -77,30 +86,37 @@ class ResNet(nn.Module):
     stage_sizes: Sequence[int]
     width: int = 64
     bn_momentum: float = DEFAULT_BN_MOMENTUM
+    dtype: str = 'float32'
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(self.width, (3, 3), use_bias=False, name='stem_conv')(x)
-        x = nn.relu(_batch_norm(train, self.bn_momentum, 'stem_bn')(x))
+        x = nn.Conv(self.width, (3, 3), use_bias=False, dtype=self.dtype, name='stem_conv')(x)
+        x = nn.relu(_batch_norm(train, self.bn_momentum, 'stem_bn', self.dtype)(x))
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
-                x = BasicBlock(self.width * 2**i, strides, self.bn_momentum,
+                x = BasicBlock(self.width * 2**i, strides, self.bn_momentum, self.dtype,
                                name=f'stage{i + 1}_block{j}')(x, train)
-        return jnp.mean(x, axis=(1, 2))
+        return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
 TARGETS = {
-    'convnet3': lambda width, momentum: ConvNet3(width=width, bn_momentum=momentum),
-    'resnet18': lambda width, momentum: ResNet((2, 2, 2, 2), width=width, bn_momentum=momentum),
-    'resnet34': lambda width, momentum: ResNet((3, 4, 6, 3), width=width, bn_momentum=momentum),
+    'convnet3': lambda width, momentum, dtype: ConvNet3(width=width, bn_momentum=momentum,
+                                                        dtype=dtype),
+    'resnet18': lambda width, momentum, dtype: ResNet((2, 2, 2, 2), width=width,
+                                                      bn_momentum=momentum, dtype=dtype),
+    'resnet34': lambda width, momentum, dtype: ResNet((3, 4, 6, 3), width=width,
+                                                      bn_momentum=momentum, dtype=dtype),
 }
 
 
-def make_target(name: str, width: int = 64, bn_momentum: float = DEFAULT_BN_MOMENTUM) -> nn.Module:
+def make_target(name: str, width: int = 64, bn_momentum: float = DEFAULT_BN_MOMENTUM,
+                dtype: str = 'float32') -> nn.Module:
     if name not in TARGETS:
         raise ValueError(f'Unknown target {name!r}; known targets: {sorted(TARGETS)}.')
-    return TARGETS[name](width, bn_momentum)
+    if dtype not in DTYPES:
+        raise ValueError(f'Unknown compute dtype {dtype!r}; known: {DTYPES}.')
+    return TARGETS[name](width, bn_momentum, dtype)
 
 
 Path = tuple[str, ...]
@@ -116,9 +132,10 @@ class TargetSpec:
     shared: tuple[tuple[Path, tuple[int, ...]], ...]      # other params (BatchNorm scale/bias)
     batch_stats: tuple[tuple[Path, tuple[int, ...]], ...]
     feature_dim: int
+    dtype: str = 'float32'    # the forward pass's compute dtype (parameters: float32)
 
     def module(self, bn_momentum: float = DEFAULT_BN_MOMENTUM) -> nn.Module:
-        return make_target(self.name, self.width, bn_momentum)
+        return make_target(self.name, self.width, bn_momentum, self.dtype)
 
     @property
     def stats_module(self) -> nn.Module:
@@ -158,7 +175,8 @@ def _forward_order_of_kernels(module: nn.Module, x) -> list[Path]:
     return order
 
 
-def target_spec(name: str, image_shape: Sequence[int], width: int = 64) -> TargetSpec:
+def target_spec(name: str, image_shape: Sequence[int], width: int = 64,
+                dtype: str = 'float32') -> TargetSpec:
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or image_shape[-1] not in (1, 3):
         raise ValueError(f'Target {name!r} takes images of shape (H, W, C) with C in (1, 3); '
@@ -174,8 +192,11 @@ def target_spec(name: str, image_shape: Sequence[int], width: int = 64) -> Targe
     stats = tuple((p, tuple(v.shape))
                   for p, v in traverse_util.flatten_dict(variables['batch_stats']).items())
     features = jax.eval_shape(lambda v: module.apply(v, x, train=False), variables)
+    if dtype not in DTYPES:
+        raise ValueError(f'Unknown compute dtype {dtype!r}; known: {DTYPES}.')
     return TargetSpec(name=name, width=width, image_shape=image_shape, generated=generated,
-                      shared=shared, batch_stats=stats, feature_dim=int(features.shape[-1]))
+                      shared=shared, batch_stats=stats, feature_dim=int(features.shape[-1]),
+                      dtype=dtype)
 
 
 def init_shared_leaf(path: Path, shape: Sequence[int]) -> jax.Array:

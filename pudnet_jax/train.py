@@ -9,6 +9,8 @@ weights, the losses) is batched by `config.train.episode_batching`:
 - 'vmap': `jax.vmap` over episodes (fastest on GPU);
 - 'map': `jax.lax.map` (smallest program and memory, slowest);
 - 'auto': 'unroll' on CPU, 'vmap' elsewhere.
+With `config.train.data_parallel` > 1 (or 0: all devices) the same step runs on a device
+mesh, the episodes split along its `data` axis (`pudnet_jax/mesh.py`).
 """
 
 import json
@@ -33,6 +35,7 @@ from pudnet_jax.files import workdir_lock, write_json
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import inter_dataset, sources
+from pudnet_jax import mesh as mesh_lib
 from pudnet_jax.hypernet import PudNet, make_pudnet
 from pudnet_jax.losses import pudnet_loss
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, target_spec
@@ -42,12 +45,14 @@ CONFIG_FILE = 'config.json'
 # a different experiment (e.g. train longer, evaluate differently).
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
                      'train.max_checkpoints', 'train.episode_batching', 'train.val_every',
+                     'train.data_parallel',
                      'train.val_groups', 'eval', 'predict', 'compare',
                      'data.data_dir', 'data.cache_dir', 'data.val_classes')
 # Fields added after workdirs were first saved: a saved config without one of them was
 # trained with this value (the code's behaviour before the field existed).
 ADDED_FIELDS = {'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
-                'model.residual': False, 'model.film': False, 'eval.refine_steps': 0}
+                'model.residual': False, 'model.film': False, 'eval.refine_steps': 0,
+                'train.data_parallel': 1, 'train.dtype': 'float32'}
 CLASSES_FILE = 'classes.json'
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
 # from an older one, so that later saves of the same step do not collide with it.
@@ -70,7 +75,8 @@ class TrainMetrics(metrics.Collection):
 
 def build_model(config) -> tuple[PudNet, TargetSpec]:
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-    spec = target_spec(config.target.name, image_shape, config.target.width)
+    spec = target_spec(config.target.name, image_shape, config.target.width,
+                       config.train.get('dtype', 'float32'))
     return make_pudnet(config, spec), spec
 
 
@@ -101,8 +107,15 @@ def resolve_batching(mode: str) -> str:
     return mode
 
 
-def _over_episodes(fn, mode: str):
-    """fn(sketch, support, support_labels, query, query_labels, classes) per episode."""
+def _over_episodes(fn, mode: str, mesh=None):
+    """fn(sketch, support, support_labels, query, query_labels, classes) per episode.
+
+    On a mesh of D devices the E episodes are regrouped as (D, E/D): a vmap over the
+    device blocks (the axis split along `data`), `mode` within each block, so that every
+    device runs its own E/D episodes (also with 'unroll', whose slices of a split axis
+    would otherwise be computed on every device)."""
+    if mesh is not None:
+        return _over_device_blocks(_over_episodes(fn, mode), mesh)
     if mode == 'vmap':
         return jax.vmap(fn)
     if mode == 'map':
@@ -112,6 +125,18 @@ def _over_episodes(fn, mode: str):
         outs = [fn(*(x[e] for x in xs)) for e in range(xs[0].shape[0])]
         return jax.tree.map(lambda *o: jnp.stack(o), *outs)
     return unrolled
+
+
+def _over_device_blocks(per_block, mesh):
+    devices = mesh.shape[mesh_lib.AXIS]
+    split = mesh_lib.along_data(mesh)
+
+    def blocked(*xs):
+        blocks = [jax.lax.with_sharding_constraint(
+            x.reshape((devices, x.shape[0] // devices) + x.shape[1:]), split) for x in xs]
+        outs = jax.vmap(per_block)(*blocks)
+        return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:]), outs)
+    return blocked
 
 
 def loss_weights(loss_cfg) -> tuple[float, float]:
@@ -126,7 +151,11 @@ def loss_weights(loss_cfg) -> tuple[float, float]:
     return weights['metric_weight'], weights['kl_weight']
 
 
-def make_train_step(config, model: PudNet, spec: TargetSpec):
+def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None):
+    """The jitted step `(state, batch) -> (state, metrics)`. With a `mesh`
+    (`mesh.make_mesh`): the same step with the episodes split along its `data` axis and
+    everything else replicated (the state must be replicated, `mesh.replicate`, and the
+    batch split, `mesh.shard_episodes`)."""
     loss_cfg = config.loss
     metric_weight, kl_weight = loss_weights(loss_cfg)
     mode = resolve_batching(config.train.episode_batching)
@@ -151,7 +180,7 @@ def make_train_step(config, model: PudNet, spec: TargetSpec):
                                    use_kl=loss_cfg.use_kl, metric_weight=metric_weight,
                                    kl_weight=kl_weight)
 
-            losses, parts = _over_episodes(episode, mode)(
+            losses, parts = _over_episodes(episode, mode, mesh)(
                 sketches, batch.support, batch.support_labels, batch.query,
                 batch.query_labels, batch.classes)
             return losses.mean(), (jax.tree.map(jnp.mean, parts), updates.get('batch_stats', {}))
@@ -161,7 +190,17 @@ def make_train_step(config, model: PudNet, spec: TargetSpec):
         state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         return state, TrainMetrics.single_from_model_output(**parts)
 
-    return jax.jit(train_step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=0)
+    return jax.jit(train_step, donate_argnums=0,
+                   in_shardings=(mesh_lib.replicated(mesh), mesh_lib.along_data(mesh)),
+                   out_shardings=mesh_lib.replicated(mesh))
+
+
+def training_mesh(config):
+    """The mesh of `config.train.data_parallel` (checked), or None for one device."""
+    devices = mesh_lib.data_parallel_devices(config)
+    return mesh_lib.make_mesh(devices) if devices > 1 else None
 
 
 # ----------------------------------------------------------------------------- workdir
@@ -358,7 +397,10 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
     mngr = checkpoint_manager(workdir, config)
     ckpt_dir = str(mngr.directory)
     check_config(config, workdir, has_checkpoint=bool(mngr.all_steps()))
+    mesh = training_mesh(config)
     state = create_train_state(config, model, spec)
+    if mesh is not None:    # restored onto the mesh too: the target's shardings
+        state = mesh_lib.replicate(state, mesh)
     latest, restored = restore_newest_intact(mngr, state, workdir, move_aside=True)
     if latest is not None and latest > t.num_train_steps:
         raise UserError(
@@ -372,7 +414,7 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
         logging.info('Resumed from checkpoint at step %d in %s.', latest, ckpt_dir)
     start = int(state.step)
 
-    train_step = make_train_step(config, model, spec)
+    train_step = make_train_step(config, model, spec, mesh)
     writer = None
     if jax.process_index() == 0:
         from pudnet_jax.summaries import ScalarWriter
@@ -381,10 +423,12 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
             writer.write_text(0, 'config', '```\n' + config.to_json_best_effort(indent=2)
                               + '\n```')
     logging.info('Training %s (%d generated kernels, %d shared leaves) on %s, '
-                 'steps %d..%d, %d episodes/step, batching=%s, backend=%s.',
+                 'steps %d..%d, %d episodes/step, batching=%s, backend=%s, %s.',
                  spec.name, len(spec.generated), len(spec.shared), config.data.name, start,
                  t.num_train_steps, t.episodes_per_step, resolve_batching(t.episode_batching),
-                 jax.default_backend())
+                 jax.default_backend(),
+                 'one device' if mesh is None else
+                 f'data-parallel over {mesh.size} devices ({jax.process_count()} process(es))')
 
     curve = evaluate_lib.validation_curve(config, model, spec, pool, workdir, start)
     train_metrics = None
@@ -393,6 +437,8 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
     try:
         for step in range(start + 1, t.num_train_steps + 1):
             batch = training_batch(sampler, step, t)
+            if mesh is not None:
+                batch = mesh_lib.shard_episodes(batch, mesh)
             state, step_metrics = train_step(state, batch)
             train_metrics = (step_metrics if train_metrics is None
                              else train_metrics.merge(step_metrics))
