@@ -151,10 +151,9 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
         for g in test:
             refined.add(hyper_vars, g, scores_c)
         for k in refined.milestones:
-            accs_k, secs_k = refined.curve[k]
             rows.append(_row('PudNet + refined sketch' + ('' if k == refined.steps else
                                                           f', {k} step{"s" * (k > 1)}'),
-                             accs_k, seconds=float(np.median(secs_k[1:] or secs_k)),
+                             refined.curve[k][0], seconds=refined.median_seconds(k),
                              one_off=pudnet_train_seconds,
                              family='pudnet_refined' if k == refined.steps
                              else 'pudnet_refined_curve', epochs=k,
@@ -255,8 +254,7 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
         summary['refined_curve'] = {
             'steps': list(refined.milestones),
             'accuracy': [float(np.mean(refined.curve[k][0])) for k in refined.milestones],
-            'seconds': [float(np.median(refined.curve[k][1][1:] or refined.curve[k][1]))
-                        for k in refined.milestones]}
+            'seconds': [refined.median_seconds(k) for k in refined.milestones]}
         summary['refined_at_equal_time'] = {
             name: equal_time(refined, per_group_curves[name], chance)
             for name in curves if name.endswith('scratch')}
@@ -274,7 +272,7 @@ def equal_time(refined, per_group, chance) -> list:
     out = []
     for k in refined.milestones:
         accs, secs = refined.curve[k]
-        t = float(np.median(secs[1:] or secs))
+        t = evaluate_lib.median_after_first(secs)
         baseline = [float(np.interp(t, [0.0] + list(s), [chance] + list(a)))
                     for a, s in per_group]
         diff, ci = evaluate_lib.mean_ci95(np.asarray(accs) - np.asarray(baseline))

@@ -195,6 +195,12 @@ def control_accuracies(spec: TargetSpec, params_by_control: dict, scores_fn, gro
             for name, params_list in params_by_control.items()}
 
 
+def median_after_first(seconds) -> float:
+    """The median of per-group seconds without the first group's, which includes
+    compilation (all of them when there is one)."""
+    return float(np.median(seconds[1:] or seconds))
+
+
 class Refined:
     """PudNet + refined sketch (`eval.refine_steps` > 0, `refine.py`) on the same groups:
     its accuracies and seconds, summarised beside the same controls. With `milestones`
@@ -205,7 +211,6 @@ class Refined:
         e = config.eval
         self.steps, self.lr = int(e.get('refine_steps') or 0), float(e.get('refine_lr') or 0.0)
         self.ways, self.shots = e.ways, e.shots
-        self.accuracies, self.seconds = [], []
         self.milestones = tuple(sorted(set(milestones) | {self.steps})) if self.steps else ()
         self.curve = {k: ([], []) for k in self.milestones}
         if self.steps:
@@ -224,9 +229,16 @@ class Refined:
             accuracy = group_accuracy(scores, group.query_labels)[0]
             self.curve[k][0].append(accuracy)
             self.curve[k][1].append(seconds)
-            if k == self.steps:
-                self.accuracies.append(accuracy)
-                self.seconds.append(seconds)
+
+    @property
+    def accuracies(self) -> list:
+        """Per group, the accuracy after eval.refine_steps steps."""
+        return self.curve[self.steps][0] if self.steps else []
+
+    def median_seconds(self, k=None) -> float:
+        """The median seconds of a k-step prediction (default: eval.refine_steps) over the
+        groups after the first, whose time includes compilation."""
+        return median_after_first(self.curve[self.steps if k is None else k][1])
 
     def summary(self, control_accs) -> dict:
         out = dict(zip(('accuracy', 'ci95'), mean_ci95(self.accuracies)))
@@ -234,7 +246,7 @@ class Refined:
         gains.pop('controls')
         # The first group's time includes compilation: the median skips it.
         return out | gains | {'steps': self.steps, 'lr': self.lr,
-                              'seconds': float(np.median(self.seconds[1:] or self.seconds))}
+                              'seconds': self.median_seconds()}
 
 
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=None,

@@ -241,7 +241,7 @@ def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
     gains = controls.summarize(accs, control_accs)
     gains.pop('controls')
     return out | gains | {'steps': steps, 'lr': lr,
-                          'seconds': float(np.median(seconds[1:] or seconds))}
+                          'seconds': evaluate_lib.median_after_first(seconds)}
 
 
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None,

@@ -162,9 +162,11 @@ def main(argv=None) -> None:
     earlier = earlier_rows(args)
     order = list(multidomain.DOMAINS)
     wanted = sorted(set(args.domains) | set(earlier), key=order.index)
-    rows = [row(args.root, d) if d in args.domains else None for d in wanted]
-    rows = [r if r is not None else earlier.get(d) for d, r in zip(wanted, rows)]
-    rows = [r for r in rows if r is not None]
+    rows = []
+    for d in wanted:     # a row from its workdir, else the one OUT.json already holds
+        r = (row(args.root, d) if d in args.domains else None) or earlier.get(d)
+        if r is not None:
+            rows.append(r)
     missing = [d for d in args.domains if d not in {r['domain'] for r in rows}]
     os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
     write_json(args.out + '.json', {'rows': rows, 'missing': missing, 'overrides': args.set})
