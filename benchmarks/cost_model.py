@@ -111,12 +111,16 @@ def measure(name: str) -> dict:
            'hypernet_parameters': sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
            'paper': PRESETS[name][3]}
     t0 = time.perf_counter()
-    row['predict'] = _costs(evaluate_lib.make_predict_fn(model, spec).lower(hyper, images).compile())
+    bn = config.eval.get('bn_images') if config.eval.get('protocol', 'intra') == 'intra' else None
+    row['bn_images'] = int(min(n, bn or n))
+    row['predict'] = _costs(evaluate_lib.make_predict_fn(model, spec, bn)
+                            .lower(hyper, images).compile())
     generated = jax.eval_shape(lambda h, x: model.apply(
         h, model.apply(h, x, train=False, method=model.encode).mean(0),
         method=model.generate), hyper, images)
     bn_pass = jax.jit(lambda p, x: apply_with_dataset_stats(spec, p, x)[2])
-    row['predict_bn_pass'] = _costs(bn_pass.lower(generated, images).compile())
+    bn_batch = jax.ShapeDtypeStruct((row['bn_images'],) + spec.image_shape, jnp.float32)
+    row['predict_bn_pass'] = _costs(bn_pass.lower(generated, bn_batch).compile())
     if name not in PREDICT_ONLY:
         t = config.train
         e, s, q = t.episodes_per_step, t.ways * t.shots, t.ways * t.queries
@@ -175,7 +179,9 @@ def markdown(rows: dict, plan: list) -> str:
         p, bn = r['predict'], r['predict_bn_pass']
         paper = r['paper'] or {}
         cells = [name, f"{r['target']} {'×'.join(map(str, r['image_shape']))}",
-                 str(r['prediction_images']), f"{p['flops'] / 1e9:.2f}",
+                 (f"{r['prediction_images']} (BN {r['bn_images']})"
+                  if r.get('bn_images', r['prediction_images']) < r['prediction_images']
+                  else str(r['prediction_images'])), f"{p['flops'] / 1e9:.2f}",
                  f"{100 * bn['flops'] / max(p['flops'], 1):.0f} %", f"{p['bytes'] / 1e6:.1f}",
                  f"{p['peak_memory_bytes'] / 1e6:.1f}",
                  f"{_fmt_s(p['h100_bf16_seconds'])} / {_fmt_s(p['h100_fp32_seconds'])}",

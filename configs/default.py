@@ -78,6 +78,13 @@ def get_config():
     # 'float32' or 'bfloat16' (mixed precision: parameters, BatchNorm statistics, the
     # sketch encoder and the losses stay float32).
     config.train.dtype = 'float32'
+    # How episodes reach the step (pudnet_jax/input_pipeline.py): 'device' puts the uint8
+    # pool on the device once and gathers each step's images inside the jitted step;
+    # 'host' draws them in NumPy, `prefetch` batches ahead in a background thread; 'auto':
+    # 'device' when the pool fits in a quarter of the device's memory. The same episodes
+    # either way (bitwise), so this may change between runs on one workdir.
+    config.train.input = 'auto'
+    config.train.prefetch = 2
     config.train.log_every = 50
     config.train.checkpoint_every = 100
     config.train.max_checkpoints = 2
@@ -99,6 +106,11 @@ def get_config():
     # labelled images are the first `shots` of them). None: the same as `shots` (paper).
     config.eval.prediction_shots = config_dict.placeholder(int)
     config.eval.test_shots = 15
+    # The predicted network's BatchNorm statistics: from at most this many of a group's
+    # prediction images (evenly strided), all of them when fewer (every preset but
+    # imagenet1k's 2,000). 1,000 keeps ResNet-18's statistics within 1 % of all 2,000
+    # (`python -m benchmarks.bn_subsample`); None: always all.
+    config.eval.bn_images = 1000
     config.eval.groups = 200           # test groups
     config.eval.val_groups = 100       # validation groups (model selection), in results.json
     config.eval.val_fraction = 0.3     # with no data.val_classes: test images kept for validation

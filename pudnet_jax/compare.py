@@ -128,8 +128,8 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
     rows = []
 
     # PudNet: one forward pass per group, timed as in results.json.
-    predict_c, scores_c, _ = evaluate_lib.compiled_predict_and_scores(model, spec, hyper_vars,
-                                                                      test[0], ways, shots)
+    predict_c, scores_c, _ = evaluate_lib.compiled_predict_and_scores(
+        model, spec, hyper_vars, test[0], ways, shots, config.eval.get('bn_images'))
     accs, secs, predicted = [], [], []
     for g, v, scores, s in evaluate_lib.predict_groups(predict_c, scores_c, hyper_vars, test,
                                                        ways, shots):

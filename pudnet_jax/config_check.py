@@ -162,6 +162,9 @@ def _check_train(p: _Problems) -> None:
                                             f'({episodes}, the global episode count)')
     if p.get(t + 'dtype', 'float32') not in ('float32', 'bfloat16'):
         p.add(t + 'dtype', p.get(t + 'dtype'), "must be 'float32' or 'bfloat16'")
+    p.int_at_least(t + 'prefetch', 0, optional=True)
+    if p.get(t + 'input', 'host') not in ('auto', 'device', 'host'):
+        p.add(t + 'input', p.get(t + 'input'), "must be 'auto', 'device' or 'host'")
     if p.get(t + 'episode_batching') not in ('auto', 'unroll', 'vmap', 'map'):
         p.add(t + 'episode_batching', p.get(t + 'episode_batching'),
               "must be 'auto', 'unroll', 'vmap' or 'map'")

@@ -169,6 +169,8 @@ class EpisodeSampler:
             raise ValueError(f'{what}: every class needs at least shots + queries = '
                              f'{shots} + {queries} = {need} images; {detail}.')
         self.pool, self.classes = pool, list(classes)
+        self._sizes = np.asarray([len(pool[c]) for c in self.classes], np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(self._sizes)[:-1]]).astype(np.int64)
         self.ways, self.shots, self.queries, self.seed = ways, shots, queries, seed
         # With `domains` (name → classes): every episode's classes come from one domain,
         # drawn uniformly among the domains with >= `ways` of these classes.
@@ -187,12 +189,36 @@ class EpisodeSampler:
                 logging.warning('%s: classes %s are in no domain with >= %d of them; '
                                 'they are never drawn.', what, unused, ways)
 
-    def sample(self, index: int, num_episodes: int) -> Episodes:
+    def flat_images(self) -> np.ndarray:
+        """Every image of the sampler's classes in one new uint8 array (M, H, W, C), class
+        by class in `classes` order: what `EpisodeIndices` index (the on-device pool)."""
+        return np.concatenate([self.pool[c] for c in self.classes])
+
+    def images_at(self, positions: np.ndarray) -> np.ndarray:
+        """The normalised images at `positions` of `flat_images()`, gathered from the
+        pool's per-class arrays (no flat copy on the host)."""
+        shape = next(iter(self.pool.values())).shape[1:]
+        out = np.empty(positions.shape + shape, np.float32)
+        owner = np.searchsorted(self._offsets, positions, side='right') - 1
+        for k in np.unique(owner):
+            at = owner == k
+            out[at] = _NORMALIZED[self.pool[self.classes[k]][positions[at] - self._offsets[k]]]
+        return out
+
+    def episodes(self, indices: 'EpisodeIndices') -> Episodes:
+        """The episodes of `indices` with their images, on the host."""
+        return Episodes(support=self.images_at(indices.support),
+                        support_labels=indices.support_labels,
+                        query=self.images_at(indices.query), query_labels=indices.query_labels,
+                        classes=indices.classes)
+
+    def sample_indices(self, index: int, num_episodes: int) -> 'EpisodeIndices':
+        """The episodes of `sample(index, num_episodes)` as positions in `flat_images`
+        (the same draws: `gather_episodes` of these is bitwise `sample`'s batch)."""
         rng = np.random.default_rng([self.seed, index])
         n, s, q = self.ways, self.shots, self.queries
-        shape = next(iter(self.pool.values())).shape[1:]
-        sup = np.empty((num_episodes, n * s) + shape, np.float32)
-        qry = np.empty((num_episodes, n * q) + shape, np.float32)
+        sup = np.empty((num_episodes, n * s), np.int32)
+        qry = np.empty((num_episodes, n * q), np.int32)
         cls = np.empty((num_episodes, n), np.int32)
         for e in range(num_episodes):
             if self.domains:
@@ -201,18 +227,51 @@ class EpisodeSampler:
             else:
                 chosen = rng.choice(len(self.classes), size=n, replace=False)
             for j, k in enumerate(chosen):
-                imgs = self.pool[self.classes[k]]
-                pick = rng.choice(len(imgs), size=s + q, replace=False)
-                sup[e, j * s:(j + 1) * s] = _NORMALIZED[imgs[pick[:s]]]
-                qry[e, j * q:(j + 1) * q] = _NORMALIZED[imgs[pick[s:]]]
+                pick = self._offsets[k] + rng.choice(self._sizes[k], size=s + q, replace=False)
+                sup[e, j * s:(j + 1) * s] = pick[:s]
+                qry[e, j * q:(j + 1) * q] = pick[s:]
             cls[e] = chosen
         labels = lambda per: np.tile(np.repeat(np.arange(n, dtype=np.int32), per),
                                      (num_episodes, 1))
-        return Episodes(support=sup, support_labels=labels(s), query=qry,
-                        query_labels=labels(q), classes=cls)
+        return EpisodeIndices(support=sup, support_labels=labels(s), query=qry,
+                              query_labels=labels(q), classes=cls)
+
+    def sample(self, index: int, num_episodes: int) -> Episodes:
+        """E = `num_episodes` episodes drawn with the generator seeded by (seed, index)."""
+        return self.episodes(self.sample_indices(index, num_episodes))
+
+    def group_indices(self, ids: Sequence[int]) -> 'EpisodeIndices':
+        """One episode per id: group g is `sample_indices(g, 1)`, the same whenever drawn."""
+        episodes = [self.sample_indices(int(g), 1) for g in ids]
+        return EpisodeIndices(*(np.concatenate([getattr(e, f.name) for e in episodes])
+                                for f in dataclasses.fields(EpisodeIndices)))
 
     def sample_groups(self, ids: Sequence[int]) -> Episodes:
         """One episode per id: group g is `sample(g, 1)`, the same whenever it is drawn."""
-        episodes = [self.sample(int(g), 1) for g in ids]
-        return Episodes(*(np.concatenate([getattr(e, f.name) for e in episodes])
-                          for f in dataclasses.fields(Episodes)))
+        return self.episodes(self.group_indices(ids))
+
+
+@flax.struct.dataclass
+class EpisodeIndices:
+    """`Episodes` with the images as positions in a sampler's `flat_images`: a few
+    kilobytes per step instead of the images (on-device episodes, `input_pipeline`)."""
+    support: np.ndarray          # (E, N*shots) int32
+    support_labels: np.ndarray   # (E, N*shots) int32
+    query: np.ndarray            # (E, N*queries) int32
+    query_labels: np.ndarray     # (E, N*queries) int32
+    classes: np.ndarray          # (E, N) int32
+
+
+def gather_episodes(images, indices: EpisodeIndices, table) -> Episodes:
+    """Inside jit: the episodes of `indices` gathered from the uint8 pool `images`
+    (M, H, W, C) on the device and normalised with `table` (`normalization_table()`):
+    bitwise the images `EpisodeSampler.episodes` gathers on the host."""
+    return Episodes(support=table[images[indices.support]],
+                    support_labels=indices.support_labels,
+                    query=table[images[indices.query]], query_labels=indices.query_labels,
+                    classes=indices.classes)
+
+
+def normalization_table() -> np.ndarray:
+    """The 256 float32 values uint8 pixels map to (`normalize`)."""
+    return _NORMALIZED.copy()

@@ -34,14 +34,25 @@ VALIDATION_CURVE_FILE = 'validation_curve.json'
 VALIDATION_SEED_OFFSET = 1_000_003   # validation groups' sampler seed: eval.seed + this
 
 
-def make_predict_fn(model: PudNet, spec: TargetSpec):
+def bn_subsample(n: int, bn_images: int | None) -> np.ndarray:
+    """Positions of the prediction images whose pass gives the BatchNorm statistics: all
+    n, or `bn_images` evenly strided ones when there are more (a class-major group keeps
+    every class in proportion). `python -m benchmarks.bn_subsample` measures the error."""
+    if not bn_images or bn_images >= n:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, bn_images)).astype(np.int64))
+
+
+def make_predict_fn(model: PudNet, spec: TargetSpec, bn_images: int | None = None):
     """(hypernet variables, prediction images) → the target's full variables
-    {'params', 'batch_stats'}: one forward pass of the hypernetwork, plus one pass of the
-    predicted target over the images for its BatchNorm statistics."""
+    {'params', 'batch_stats'}: one forward pass of the hypernetwork over all the images
+    (the sketch), plus one pass of the predicted target for its BatchNorm statistics over
+    them, or over `bn_images` of them (`bn_subsample`) when there are more."""
     def predict(hyper_vars, images):
         feats = model.apply(hyper_vars, images, train=False, method=PudNet.encode)
         params = model.apply(hyper_vars, feats.mean(axis=0), method=PudNet.generate)
-        _, _, stats = apply_with_dataset_stats(spec, params, images)
+        _, _, stats = apply_with_dataset_stats(
+            spec, params, images[bn_subsample(images.shape[0], bn_images)])
         return {'params': params, 'batch_stats': stats}
     jitted = jax.jit(predict)
 
@@ -151,16 +162,16 @@ def _shapes(tree) -> tuple:
 
 
 def compiled_predict_and_scores(model: PudNet, spec: TargetSpec, hyper_vars, first,
-                                ways: int, shots: int):
+                                ways: int, shots: int, bn_images: int | None = None):
     """Compiled prediction and scoring executables for groups shaped like `first`, and the
     prediction's compile time (seconds, measured when they were first compiled).
 
     Compiled once per hypernetwork, target and group shape in a process: the validation
     curve during training, the validation groups and the test groups of `evaluate` and
     `--mode=compare` share one compilation."""
-    key = (model, spec, ways, shots, _shapes(hyper_vars), _shapes(first))
+    key = (model, spec, ways, shots, bn_images, _shapes(hyper_vars), _shapes(first))
     if key not in _COMPILED:
-        predict_c, compile_s = timed_compile(make_predict_fn(model, spec), hyper_vars,
+        predict_c, compile_s = timed_compile(make_predict_fn(model, spec, bn_images), hyper_vars,
                                              first.support)
         variables = predict_c(hyper_vars, first.support)
         scores_c, _ = timed_compile(make_scores_fn(spec, ways), variables,
@@ -259,8 +270,8 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=
     top_k = e.get('top_k') or 0
 
     first = sampler.sample(0, 1)[0]
-    predict_c, scores_c, compile_s = compiled_predict_and_scores(model, spec, hyper_vars,
-                                                                 first, e.ways, e.shots)
+    predict_c, scores_c, compile_s = compiled_predict_and_scores(
+        model, spec, hyper_vars, first, e.ways, e.shots, e.get('bn_images'))
     params = controls.control_params(config, model, spec, hyper_vars, pool, workdir)
     groups = (first if g == 0 else sampler.sample(g, 1)[0] for g in range(num_groups))
     accuracies, top_ks, seconds = [], [], []
@@ -311,6 +322,7 @@ class ValidationCurve:
         e = config.eval
         sampler = group_sampler(config, pool, 'validation')
         self.model, self.spec, self.ways, self.shots = model, spec, e.ways, e.shots
+        self.bn_images = e.get('bn_images')
         self.every, self.num_groups = every, groups
         self.groups = [sampler.sample(g, 1)[0] for g in range(groups)]
         self.roles = roles(config, pool).how
@@ -332,7 +344,8 @@ class ValidationCurve:
         """Measures, records and returns {'step', 'accuracy', 'ci95', 'seconds'}."""
         t0 = time.perf_counter()
         predict_c, scores_c, _ = compiled_predict_and_scores(
-            self.model, self.spec, hyper_vars, self.groups[0], self.ways, self.shots)
+            self.model, self.spec, hyper_vars, self.groups[0], self.ways, self.shots,
+            self.bn_images)
         accuracies = [group_accuracy(scores, g.query_labels)[0] for g, _, scores, _ in
                       predict_groups(predict_c, scores_c, hyper_vars, self.groups, self.ways,
                                      self.shots)]

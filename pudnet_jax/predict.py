@@ -102,7 +102,7 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     sampler = evaluate_lib.group_sampler(config, pool)
-    predict = evaluate_lib.make_predict_fn(model, spec)
+    predict = evaluate_lib.make_predict_fn(model, spec, config.eval.get('bn_images'))
 
     reports = []
     for g in range(config.predict.groups):

@@ -34,7 +34,7 @@ from pudnet_jax.errors import UserError
 from pudnet_jax.files import workdir_lock, write_json
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
-from pudnet_jax import inter_dataset, sources
+from pudnet_jax import input_pipeline, inter_dataset, sources
 from pudnet_jax import mesh as mesh_lib
 from pudnet_jax.hypernet import PudNet, make_pudnet
 from pudnet_jax.losses import pudnet_loss
@@ -45,19 +45,19 @@ CONFIG_FILE = 'config.json'
 # a different experiment (e.g. train longer, evaluate differently).
 RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
                      'train.max_checkpoints', 'train.episode_batching', 'train.val_every',
-                     'train.data_parallel',
+                     'train.data_parallel', 'train.input', 'train.prefetch',
                      'train.val_groups', 'eval', 'predict', 'compare',
                      'data.data_dir', 'data.cache_dir', 'data.val_classes')
 # Fields added after workdirs were first saved: a saved config without one of them was
 # trained with this value (the code's behaviour before the field existed).
 ADDED_FIELDS = {'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
                 'model.residual': False, 'model.film': False, 'eval.refine_steps': 0,
-                'train.data_parallel': 1, 'train.dtype': 'float32'}
+                'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
+                'train.prefetch': 0}
 CLASSES_FILE = 'classes.json'
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
 # from an older one, so that later saves of the same step do not collide with it.
 CORRUPT_DIR = 'corrupt_checkpoints'
-GROUP_ORDER_SEED = 7_000_001      # with config.train.num_groups: the order of each pass
 
 
 class TrainState(train_state.TrainState):
@@ -151,11 +151,13 @@ def loss_weights(loss_cfg) -> tuple[float, float]:
     return weights['metric_weight'], weights['kl_weight']
 
 
-def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None):
+def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_device=False):
     """The jitted step `(state, batch) -> (state, metrics)`. With a `mesh`
     (`mesh.make_mesh`): the same step with the episodes split along its `data` axis and
     everything else replicated (the state must be replicated, `mesh.replicate`, and the
-    batch split, `mesh.shard_episodes`)."""
+    batch split, `mesh.shard_episodes`). With `on_device`: `(state, indices, images)`,
+    the episodes gathered inside the step from the uint8 pool `images` on the device
+    (`input_pipeline.device_feed`; replicated on a mesh, the indices split)."""
     loss_cfg = config.loss
     metric_weight, kl_weight = loss_weights(loss_cfg)
     mode = resolve_batching(config.train.episode_batching)
@@ -190,11 +192,19 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None):
         state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         return state, TrainMetrics.single_from_model_output(**parts)
 
-    if mesh is None:
-        return jax.jit(train_step, donate_argnums=0)
-    return jax.jit(train_step, donate_argnums=0,
-                   in_shardings=(mesh_lib.replicated(mesh), mesh_lib.along_data(mesh)),
-                   out_shardings=mesh_lib.replicated(mesh))
+    shardings = {}
+    if mesh is not None:
+        shardings = dict(in_shardings=(mesh_lib.replicated(mesh), mesh_lib.along_data(mesh)),
+                         out_shardings=mesh_lib.replicated(mesh))
+    if not on_device:
+        return jax.jit(train_step, donate_argnums=0, **shardings)
+    table = data_lib.normalization_table()
+
+    def step_from_indices(state, indices, images):
+        return train_step(state, data_lib.gather_episodes(images, indices, jnp.asarray(table)))
+    if mesh is not None:
+        shardings['in_shardings'] += (mesh_lib.replicated(mesh),)
+    return jax.jit(step_from_indices, donate_argnums=0, **shardings)
 
 
 def training_mesh(config):
@@ -414,7 +424,9 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
         logging.info('Resumed from checkpoint at step %d in %s.', latest, ckpt_dir)
     start = int(state.step)
 
-    train_step = make_train_step(config, model, spec, mesh)
+    curve = evaluate_lib.validation_curve(config, model, spec, pool, workdir, start)
+    feed = input_pipeline.make_feed(config, sampler, mesh, first=start + 1)
+    train_step = make_train_step(config, model, spec, mesh, on_device=feed.on_device)
     writer = None
     if jax.process_index() == 0:
         from pudnet_jax.summaries import ScalarWriter
@@ -423,23 +435,20 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
             writer.write_text(0, 'config', '```\n' + config.to_json_best_effort(indent=2)
                               + '\n```')
     logging.info('Training %s (%d generated kernels, %d shared leaves) on %s, '
-                 'steps %d..%d, %d episodes/step, batching=%s, backend=%s, %s.',
+                 'steps %d..%d, %d episodes/step, batching=%s, backend=%s, %s, %s.',
                  spec.name, len(spec.generated), len(spec.shared), config.data.name, start,
                  t.num_train_steps, t.episodes_per_step, resolve_batching(t.episode_batching),
                  jax.default_backend(),
                  'one device' if mesh is None else
-                 f'data-parallel over {mesh.size} devices ({jax.process_count()} process(es))')
+                 f'data-parallel over {mesh.size} devices ({jax.process_count()} process(es))',
+                 feed.description)
 
-    curve = evaluate_lib.validation_curve(config, model, spec, pool, workdir, start)
     train_metrics = None
     last_checkpoint = latest
     t0 = time.time()
     try:
         for step in range(start + 1, t.num_train_steps + 1):
-            batch = training_batch(sampler, step, t)
-            if mesh is not None:
-                batch = mesh_lib.shard_episodes(batch, mesh)
-            state, step_metrics = train_step(state, batch)
+            state, step_metrics = train_step(state, *feed(step))
             train_metrics = (step_metrics if train_metrics is None
                              else train_metrics.merge(step_metrics))
             is_last = step == t.num_train_steps
@@ -499,22 +508,9 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
         evaluate_lib.write_results(results, workdir)
         return results
     finally:
+        feed.close()
         if writer:
             writer.close()
-
-
-def training_batch(sampler: data_lib.EpisodeSampler, step: int, t) -> data_lib.Episodes:
-    """The episodes of one optimizer step: fresh ones every step (step s draws with seed
-    (seed, s)), or, with `config.train.num_groups` = G, episodes taken from a fixed set of
-    G training groups (group g is always the same episode), every group once per pass in
-    a seeded order that changes from pass to pass: the paper's number of training groups
-    (Fig. 5)."""
-    groups = t.get('num_groups')
-    if not groups:
-        return sampler.sample(step, t.episodes_per_step)
-    positions = range((step - 1) * t.episodes_per_step, step * t.episodes_per_step)
-    order = lambda p: np.random.default_rng([sampler.seed, GROUP_ORDER_SEED, p]).permutation(groups)
-    return sampler.sample_groups([int(order(p // groups)[p % groups]) for p in positions])
 
 
 def is_inter_dataset(config) -> bool:

@@ -28,7 +28,7 @@ _CHILD = textwrap.dedent('''
     import jax, numpy as np
     assert jax.device_count() == 4, jax.devices()
     from configs import test as test_config
-    from pudnet_jax import data as data_lib, mesh as mesh_lib, train as train_lib
+    from pudnet_jax import data as data_lib, input_pipeline, mesh as mesh_lib, train as train_lib
 
     def config_for(devices, mode):
         config = test_config.get_config()
@@ -52,7 +52,7 @@ _CHILD = textwrap.dedent('''
         sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, 3, 3, 2, seed=0)
         losses, after = [], []
         for s in range(1, steps + 1):
-            batch = train_lib.training_batch(sampler, s, config.train)
+            batch = input_pipeline.training_batch(sampler, s, config.train)
             if mesh is not None:
                 batch = mesh_lib.shard_episodes(batch, mesh)
                 assert len(batch.support.sharding.device_set) == devices

@@ -11,6 +11,7 @@ import pytest
 from configs import test as test_config
 from pudnet_jax import config_check
 from pudnet_jax import data as data_lib
+from pudnet_jax import input_pipeline
 from pudnet_jax import train as train_lib
 from pudnet_jax.errors import UserError
 
@@ -23,7 +24,7 @@ def _three_steps(dtype):
     step = train_lib.make_train_step(config, model, spec)
     pool = data_lib.load_pool('mnist5k', 28, 1)
     sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, 3, 3, 2, seed=0)
-    batches = [train_lib.training_batch(sampler, s, config.train) for s in (1, 2, 3)]
+    batches = [input_pipeline.training_batch(sampler, s, config.train) for s in (1, 2, 3)]
     hlo = step.lower(state, batches[0]).as_text()
     losses = []
     for batch in batches:

@@ -12,6 +12,7 @@ import pytest
 from configs import test as test_config
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate
+from pudnet_jax import input_pipeline
 from pudnet_jax.studies import paper as studies
 from pudnet_jax import train as train_lib
 from pudnet_jax.summaries import read_scalars
@@ -51,7 +52,7 @@ def test_fixed_training_groups_are_cycled_in_passes():
     sampler = data_lib.EpisodeSampler(pool, [0, 1, 2], 2, 1, 1, seed=3)
     t = test_config.get_config().train
     t.episodes_per_step, t.num_groups = 2, 3
-    seen = [train_lib.training_batch(sampler, step, t) for step in range(1, 7)]   # 4 passes
+    seen = [input_pipeline.training_batch(sampler, step, t) for step in range(1, 7)]   # 4 passes
     episodes = [b[e] for b in seen for e in range(2)]
     groups = [sampler.sample(g, 1)[0] for g in range(3)]
     ids = [next(g for g in range(3) if np.array_equal(ep.support, groups[g].support)
@@ -59,7 +60,7 @@ def test_fixed_training_groups_are_cycled_in_passes():
     assert [sorted(ids[i:i + 3]) for i in range(0, 12, 3)] == [[0, 1, 2]] * 4
     assert len({tuple(ids[i:i + 3]) for i in range(0, 12, 3)}) > 1     # the order changes
     t.num_groups = None
-    fresh = train_lib.training_batch(sampler, 1, t)
+    fresh = input_pipeline.training_batch(sampler, 1, t)
     np.testing.assert_array_equal(fresh.support, sampler.sample(1, 2).support)
 
 

@@ -118,3 +118,28 @@ def test_group_accuracy_top1_and_top_k():
     assert summary['accuracy'] == 0.75 and summary['top2_accuracy'] == 1.0
     assert summary['top2_ci95'] == 0.0 and summary['ci95'] > 0
     assert 'top2_accuracy' not in evaluate.accuracy_summary([0.5], [], 2)
+
+
+def test_batchnorm_statistics_from_a_strided_subsample_and_the_sketch_from_all():
+    np.testing.assert_array_equal(evaluate.bn_subsample(10, None), np.arange(10))
+    np.testing.assert_array_equal(evaluate.bn_subsample(10, 10), np.arange(10))
+    np.testing.assert_array_equal(evaluate.bn_subsample(10, 4), [0, 3, 6, 9])
+    assert len(evaluate.bn_subsample(2000, 1000)) == 1000
+    config = test_config.get_config()
+    model, spec = train_lib.build_model(config)
+    state = train_lib.create_train_state(config, model, spec)
+    hyper = {'params': state.params, 'batch_stats': state.batch_stats}
+    images = data_lib.normalize(np.concatenate(
+        [v[:6] for v in data_lib.load_pool('mnist5k', 28, 1).values()][:4]))   # 24 images
+    full = evaluate.make_predict_fn(model, spec)(hyper, images)
+    sub = evaluate.make_predict_fn(model, spec, bn_images=8)(hyper, images)
+    pick = evaluate.bn_subsample(24, 8)
+    # the generated parameters come from the sketch of all 24 images ...
+    jax.tree.map(np.testing.assert_array_equal, sub['params'], full['params'])
+    # ... the statistics from the 8 strided ones, exactly as a pass over them alone
+    expected = evaluate.make_stats_fn(spec)(full['params'], images[pick])['batch_stats']
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 sub['batch_stats'], expected)
+    differs = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(sub['batch_stats']),
+                                                     jax.tree.leaves(full['batch_stats']))]
+    assert any(differs)
