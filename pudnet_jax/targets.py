@@ -154,8 +154,15 @@ class TargetSpec:
         return traverse_util.unflatten_dict(flat)
 
 
+# The modules whose `kernel` the hypernetwork generates. Any other module with a `kernel`
+# parameter makes `target_spec` raise: it would otherwise become a shared leaf,
+# initialised to zero and learned once for every dataset, without anyone noticing.
+GENERATED_MODULES = (nn.Conv, nn.ConvTranspose, nn.Dense)
+
+
 def _forward_order_of_kernels(module: nn.Module, x) -> list[Path]:
-    """Paths of the Conv/Dense modules in the order the forward pass calls them.
+    """Paths of the generated modules (`GENERATED_MODULES`) in the order the forward pass
+    calls them.
 
     Flattening a params dict sorts its keys (`conv10` before `conv2`), so the order is
     taken from the calls themselves.
@@ -164,7 +171,7 @@ def _forward_order_of_kernels(module: nn.Module, x) -> list[Path]:
 
     def record(next_fun, args, kwargs, context):
         mod = context.module
-        if context.method_name == '__call__' and isinstance(mod, (nn.Conv, nn.Dense)):
+        if context.method_name == '__call__' and type(mod) in GENERATED_MODULES:
             path = tuple(mod.path)
             if path not in order:
                 order.append(path)
@@ -188,6 +195,12 @@ def target_spec(name: str, image_shape: Sequence[int], width: int = 64,
     order = _forward_order_of_kernels(module, x)
     generated = tuple((p + ('kernel',), tuple(flat_params[p + ('kernel',)].shape)) for p in order)
     generated_paths = {p for p, _ in generated}
+    stray = [p for p in flat_params if p[-1] == 'kernel' and p not in generated_paths]
+    if stray:
+        raise ValueError(
+            f'Target {name!r}: the kernel {"/".join(stray[0])} belongs to a module the '
+            f'hypernetwork does not generate (generated: '
+            f'{", ".join(m.__name__ for m in GENERATED_MODULES)}); it would be a shared leaf.')
     shared = tuple((p, tuple(v.shape)) for p, v in flat_params.items() if p not in generated_paths)
     stats = tuple((p, tuple(v.shape))
                   for p, v in traverse_util.flatten_dict(variables['batch_stats']).items())

@@ -152,3 +152,38 @@ def test_max_pool_2x2_matches_flax_max_pool():
         np.testing.assert_allclose(max_pool_2x2(x), reference(x))
         g = lambda f: jax.grad(lambda a: jnp.sum(f(a) ** 2))(x)
         np.testing.assert_allclose(g(max_pool_2x2), g(reference), rtol=1e-6)
+
+
+class _UpDown(nn.Module):
+    """A target with a transposed convolution (as a UNet's decoder has)."""
+    width: int = 4
+    local: bool = False
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(self.width, (3, 3), (2, 2), use_bias=False, name='down')(x)
+        x = nn.BatchNorm(use_running_average=not train, name='bn')(x)
+        x = nn.ConvTranspose(self.width, (3, 3), (2, 2), use_bias=False, name='up')(x)
+        if self.local:
+            x = nn.ConvLocal(2, (3, 3), use_bias=False, name='local')(x)
+        return jnp.mean(x, axis=(1, 2))
+
+
+def test_transposed_conv_kernels_are_generated_and_other_kernels_refused(monkeypatch):
+    from pudnet_jax import targets as targets_lib
+    monkeypatch.setitem(targets_lib.TARGETS, 'updown',
+                        lambda width, momentum, dtype: _UpDown(width))
+    spec = target_spec('updown', (8, 8, 1), width=4)
+    assert [p for p, _ in spec.generated] == [('down', 'kernel'), ('up', 'kernel')]
+    assert all(p[-1] != 'kernel' for p, _ in spec.shared)
+    model = PudNet(spec, num_train_classes=3, sketch_dim=6, sketch_features=(2, 2, 2))
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)))
+    p1 = model.apply(variables, jnp.ones(6), method=PudNet.generate)
+    p2 = model.apply(variables, -jnp.ones(6), method=PudNet.generate)
+    assert p1['up']['kernel'].shape == (3, 3, 4, 4)
+    assert not np.allclose(p1['up']['kernel'], p2['up']['kernel'])
+
+    monkeypatch.setitem(targets_lib.TARGETS, 'updown_local',
+                        lambda width, momentum, dtype: _UpDown(width, local=True))
+    with pytest.raises(ValueError, match='local/kernel'):
+        target_spec('updown_local', (8, 8, 1), width=4)
