@@ -34,6 +34,7 @@ from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import train as train_lib
 from pudnet_jax.targets import apply_with_dataset_stats
+from pudnet_jax.hypernet import build_model
 
 flags.DEFINE_string('presets', None, 'Comma-separated preset names (default: all).')
 flags.DEFINE_string('out', 'docs/cost_model', 'Output prefix: PREFIX.json and PREFIX.md.')
@@ -101,7 +102,7 @@ def _costs(compiled) -> dict:
 
 def measure(name: str) -> dict:
     config = load_config(name)
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = jax.eval_shape(lambda: train_lib.create_train_state(config, model, spec))
     hyper = {'params': state.params, 'batch_stats': state.batch_stats}
     n = prediction_images(config)

@@ -32,6 +32,7 @@ from ml_collections import config_flags
 from pudnet_jax import data as data_lib
 from pudnet_jax import input_pipeline
 from pudnet_jax import train as train_lib
+from pudnet_jax.hypernet import build_model
 
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Config to time.')
 flags.DEFINE_integer('steps', 10, 'Timed steps (after one warm-up step).')
@@ -75,7 +76,7 @@ def main(_):
                                   cache_dir=config.data.get('cache_dir'))
     sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, t.ways, t.shots,
                                       t.queries, seed=0, domains=config.data.get('domains'))
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     n = FLAGS.steps
     with config.unlocked():
         t.num_train_steps = 2 * n + 2

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import train as train_lib
+from pudnet_jax.hypernet import build_model
 
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Config to time.')
 flags.DEFINE_string('modes', 'unroll,vmap', 'Comma-separated episode_batching modes.')
@@ -52,7 +53,7 @@ def main(_):
     for mode in FLAGS.modes.split(','):
         with config.unlocked():
             config.train.episode_batching = mode
-        model, spec = train_lib.build_model(config)
+        model, spec = build_model(config)
         state = train_lib.create_train_state(config, model, spec)
         step = train_lib.make_train_step(config, model, spec)
         t0 = time.perf_counter()

@@ -49,6 +49,7 @@ except ImportError:   # pragma: no cover
 from benchmarks import torch_pudnet
 from pudnet_jax import data as data_lib
 from pudnet_jax import train as train_lib
+from pudnet_jax.hypernet import build_model
 
 flags.DEFINE_list('presets', ['default', 'cifar100'], 'Presets (configs/<name>.py) to time.')
 flags.DEFINE_integer('steps', None, 'Timed steps per framework (after the 2 checked warm-up '
@@ -157,7 +158,7 @@ def run_preset(name: str) -> dict:
           f'({t.episodes_per_step * t.ways * (t.shots + t.queries)} images), JAX episode '
           f'batching {mode!r}, {steps} timed steps', flush=True)
 
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     copy = lambda tree: jax.tree.map(lambda x: np.array(x), tree)   # the step donates state
     params0, stats0 = copy(state.params), copy(state.batch_stats)

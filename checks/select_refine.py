@@ -16,7 +16,7 @@ from absl import app, flags
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
-from pudnet_jax import train
+from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.files import write_json
 
 flags.DEFINE_string('workdir', None, 'A trained workdir.', required=True)
@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-    config, model, spec, hyper = train.restore_hypernet(FLAGS.workdir)
+    config, model, spec, hyper = workdir_lib.restore_hypernet(FLAGS.workdir)
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     path = os.path.join(FLAGS.workdir, 'select_refine.json')

@@ -95,8 +95,8 @@ def main() -> None:
     prepare_process()
     from pudnet_jax import data as data_lib
     from pudnet_jax import evaluate
-    from pudnet_jax import train as train_lib
-    config = train_lib.load_workdir_config(args.workdir)
+    from pudnet_jax import workdir as workdir_lib
+    config = workdir_lib.load_config(args.workdir)
     if config.target.name != 'convnet3':
         raise SystemExit(f'this check implements ConvNet-3 only; the workdir trains '
                          f'{config.target.name}.')

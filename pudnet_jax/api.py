@@ -34,6 +34,7 @@ import numpy as np
 
 from pudnet_jax import data as data_lib
 from pudnet_jax.errors import UserError
+from pudnet_jax.hypernet import build_model
 
 __all__ = ['Hypernetwork', 'load', 'load_pretrained', 'load_network', 'pretrained_names',
            'normalize']
@@ -49,11 +50,11 @@ def pretrained_names() -> list[str]:
 
 def load(workdir: str) -> 'Hypernetwork':
     """The hypernetwork of a trained workdir (its newest intact checkpoint)."""
-    from pudnet_jax import train as train_lib
+    from pudnet_jax import workdir as workdir_lib
     if not os.path.isdir(workdir):
         raise UserError(f'{workdir!r} is not a directory: train there first '
                         f'(python -m pudnet_jax --config ... --workdir {workdir}).')
-    config, model, spec, variables, step = train_lib.restore_hypernet_with_step(workdir)
+    config, model, spec, variables, step = workdir_lib.restore_hypernet_with_step(workdir)
     return Hypernetwork(config, model, spec, variables, workdir,
                         info={'workdir': os.path.abspath(workdir), 'step': step})
 
@@ -61,10 +62,10 @@ def load(workdir: str) -> 'Hypernetwork':
 def load_pretrained(name: str = 'mnist-convnet3') -> 'Hypernetwork':
     """A hypernetwork shipped inside the package (`pretrained_names()`), with the accuracy
     it was measured at (`hyper.info['measured']`)."""
-    from pudnet_jax import pretrained, train as train_lib
+    from pudnet_jax import pretrained, workdir as workdir_lib
     entry = pretrained.get(name)
-    config = train_lib.load_workdir_config(entry.folder)
-    model, spec = train_lib.build_model(config)
+    config = workdir_lib.load_config(entry.folder)
+    model, spec = build_model(config)
     variables = restore_variables(os.path.join(entry.folder, VARIABLES_DIR), model, spec)
     return Hypernetwork(config, model, spec, variables, entry.folder,
                         info={'name': name, 'description': entry.description,
@@ -322,14 +323,14 @@ class Hypernetwork:
         """Writes the hypernetwork (variables, no optimizer state) and its config.json to
         `folder`, the layout of a shipped hypernetwork (`pudnet_jax.pretrained`)."""
         import orbax.checkpoint as ocp
-        from pudnet_jax import train as train_lib
+        from pudnet_jax import workdir as workdir_lib
         os.makedirs(folder, exist_ok=True)
         target = os.path.abspath(os.path.join(folder, VARIABLES_DIR))
         if os.path.exists(target):
             shutil.rmtree(target)
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(target, jax.device_get(self.variables))
-        train_lib.save_config(self.config, folder)
+        workdir_lib.save_config(self.config, folder)
         return os.path.abspath(folder)
 
     # ------------------------------------------------------------------ helpers

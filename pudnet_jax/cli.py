@@ -158,10 +158,12 @@ def run(mode: str, workdir: str, config, data_folder, baselines: bool = True):
 
 def _dispatch(mode, workdir, config, data_folder, baselines):
     from pudnet_jax import evaluate, train
+    from pudnet_jax import workdir as workdir_lib
     if mode == 'train':
         train.train_and_evaluate(config, workdir)
     elif mode == 'evaluate':
-        config, model, spec, hyper_vars, step = train.restore_hypernet_with_step(workdir, config)
+        config, model, spec, hyper_vars, step = workdir_lib.restore_hypernet_with_step(
+            workdir, config)
         print(f'Evaluating the checkpoint of step {step} in '
               f'{os.path.join(workdir, "checkpoints", str(step))}.')
         from pudnet_jax import data

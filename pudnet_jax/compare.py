@@ -30,7 +30,7 @@ from pudnet_jax.files import write_json
 from pudnet_jax import baselines, controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
-from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
 
 TUNE_OFFSET, VAL_OFFSET = 100_000, 200_000   # in the validation role's group stream
 # The baselines (config.compare.methods); PudNet and its controls are always measured.
@@ -81,15 +81,16 @@ def _tune_lr(trainer, groups, lrs, milestones, init_fn, what):
 
 
 def run_compare(workdir: str, config=None) -> dict:
-    has_checkpoint = train_lib.checkpoint_manager(
-        workdir, config or train_lib.load_workdir_config(workdir)).latest_step() is not None
+    has_checkpoint = workdir_lib.checkpoint_manager(
+        workdir, config or workdir_lib.load_config(workdir)).latest_step() is not None
     pudnet_training = None
     if not has_checkpoint:
         if config is None:
             raise FileNotFoundError(f'No trained PudNet in {workdir!r}: pass --config to train.')
         logging.info('No checkpoint in %s: training PudNet first.', workdir)
+        from pudnet_jax import train as train_lib   # only to train a workdir that has none
         pudnet_training = train_lib.train_and_evaluate(config, workdir)
-    config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir, config)
+    config, model, spec, hyper_vars = workdir_lib.restore_hypernet(workdir, config)
     results_path = os.path.join(workdir, evaluate_lib.RESULTS_FILE)
     if pudnet_training is None and os.path.exists(results_path):
         with open(results_path) as f:

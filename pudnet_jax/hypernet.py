@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pudnet_jax.targets import TargetSpec, init_shared_leaf
+from pudnet_jax.targets import TargetSpec, init_shared_leaf, target_spec
 
 
 ENCODER_NORMS = ('batch', 'layer', 'none')
@@ -283,3 +283,11 @@ def streaming_sketch(encode: Callable[[jax.Array], jax.Array], images, chunk_siz
         part = mask @ feats
         total = part if total is None else total + part
     return total / n
+
+
+def build_model(config) -> tuple[PudNet, TargetSpec]:
+    """The hypernetwork of a config and the spec of its target."""
+    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
+    spec = target_spec(config.target.name, image_shape, config.target.width,
+                       config.train.get('dtype', 'float32'))
+    return make_pudnet(config, spec), spec

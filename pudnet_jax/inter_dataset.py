@@ -41,6 +41,13 @@ from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 SPLIT_FILE = 'inter_split.json'
 
 
+def is_inter_dataset(config) -> bool:
+    protocol = config.eval.get('protocol', 'intra')
+    if protocol not in ('intra', 'inter'):
+        raise ValueError(f"config.eval.protocol must be 'intra' or 'inter', got {protocol!r}.")
+    return protocol == 'inter'
+
+
 def load_parts(e, image_size: int, channels: int, cache_dir=None):
     """(class names, prediction pool, test pool, split record) of the target dataset."""
     load = lambda split: sources.load(e.dataset, image_size, channels, e.get('data_dir'),

@@ -29,7 +29,7 @@ from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import inter_dataset
-from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.targets import make_target
 
 METADATA_FILE = 'network.json'
@@ -95,9 +95,9 @@ def load_variables(path: str):
 
 
 def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
-    config, model, spec, hyper_vars = train_lib.restore_hypernet(workdir)
+    config, model, spec, hyper_vars = workdir_lib.restore_hypernet(workdir)
     output_dir = output_dir or os.path.join(workdir, config.predict.output)
-    if train_lib.is_inter_dataset(config):
+    if inter_dataset.is_inter_dataset(config):
         return predict_inter_target(workdir, config, model, spec, hyper_vars, output_dir)
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
@@ -213,7 +213,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     from pudnet_jax import sources
     # The folder is read and checked before the hypernetwork is loaded: its problems
     # (missing, too few classes or images) are reported at once.
-    config = config or (hypernet[0] if hypernet else train_lib.load_workdir_config(workdir))
+    config = config or (hypernet[0] if hypernet else workdir_lib.load_config(workdir))
     e = folder_settings(config)
     h, c = config.data.image_size, config.data.channels
     t0 = time.perf_counter()
@@ -222,7 +222,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     names = loaded.class_names
     predict_pool, test_pool = data_lib.split_pool(loaded.pool, e.predict_fraction, e.seed)
     inter_dataset.check_parts(folder, names, predict_pool, test_pool, e.shots)
-    config, model, spec, hyper_vars = hypernet or train_lib.restore_hypernet(workdir, config)
+    config, model, spec, hyper_vars = hypernet or workdir_lib.restore_hypernet(workdir, config)
     variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
 
     path = output_dir or os.path.join(workdir, config.predict.output, folder_output_name(folder))

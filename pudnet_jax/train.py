@@ -13,9 +13,7 @@ With `config.train.data_parallel` > 1 (or 0: all devices) the same step runs on 
 mesh, the episodes split along its `data` axis (`pudnet_jax/mesh.py`).
 """
 
-import json
 import os
-import shutil
 import time
 from typing import Any
 
@@ -36,29 +34,11 @@ from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import input_pipeline, inter_dataset, sources
 from pudnet_jax import mesh as mesh_lib
-from pudnet_jax.hypernet import PudNet, make_pudnet
+from pudnet_jax import workdir as workdir_lib
+from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import pudnet_loss
-from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, target_spec
-
-CONFIG_FILE = 'config.json'
-# Settings that may change between runs on one workdir without making its checkpoint
-# a different experiment (e.g. train longer, evaluate differently).
-RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoint_every',
-                     'train.max_checkpoints', 'train.episode_batching', 'train.val_every',
-                     'train.data_parallel', 'train.input', 'train.prefetch',
-                     'train.val_groups', 'eval', 'predict', 'compare',
-                     'data.data_dir', 'data.cache_dir', 'data.val_classes')
-# Fields added after workdirs were first saved: a saved config without one of them was
-# trained with this value (the code's behaviour before the field existed).
-ADDED_FIELDS = {'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
-                'model.residual': False, 'model.film': False, 'eval.refine_steps': 0,
-                'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
-                'train.prefetch': 0}
-CLASSES_FILE = 'classes.json'
-# Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
-# from an older one, so that later saves of the same step do not collide with it.
-CORRUPT_DIR = 'corrupt_checkpoints'
-
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+from pudnet_jax.hypernet import build_model
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
@@ -71,13 +51,6 @@ class TrainMetrics(metrics.Collection):
     l2_full_head: metrics.Average.from_output('l2_full_head')
     l3_consistency: metrics.Average.from_output('l3_consistency')
     accuracy: metrics.Average.from_output('accuracy')
-
-
-def build_model(config) -> tuple[PudNet, TargetSpec]:
-    image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-    spec = target_spec(config.target.name, image_shape, config.target.width,
-                       config.train.get('dtype', 'float32'))
-    return make_pudnet(config, spec), spec
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -213,149 +186,6 @@ def training_mesh(config):
     return mesh_lib.make_mesh(devices) if devices > 1 else None
 
 
-# ----------------------------------------------------------------------------- workdir
-
-def _flatten(d: dict, prefix: str = '') -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f'{prefix}{k}'
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + '.'))
-        else:
-            out[key] = v
-    return out
-
-
-def config_to_dict(config) -> dict:
-    return json.loads(config.to_json_best_effort())
-
-
-def check_config(config, workdir: str, has_checkpoint: bool) -> None:
-    """Refuses to resume a checkpoint trained with different settings (naming the
-    settings that differ). Writes nothing. Tuples and lists compare equal (config.json
-    stores a tuple as a JSON list)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not (has_checkpoint and os.path.exists(path)):
-        return
-    with open(path) as f:
-        saved = ADDED_FIELDS | _flatten(json.load(f))
-    now = _flatten(config_to_dict(config))
-    allowed = lambda k: any(k == a or k.startswith(a + '.') for a in RESUMABLE_CHANGES)
-    differ = sorted(k for k in set(saved) | set(now)
-                    if not allowed(k) and _plain(saved.get(k)) != _plain(now.get(k)))
-    if differ:
-        detail = '; '.join(f'{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}'
-                           for k in differ[:8])
-        raise UserError(
-            f'Workdir {workdir!r} holds a checkpoint trained with a different config '
-            f'({detail}). Use a new --workdir, or the config saved in {path}.')
-
-
-def _plain(value):
-    """JSON's view of a value: tuples as lists, recursively."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def save_config(config, workdir: str) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config), sort_keys=True)
-
-
-def check_or_save_config(config, workdir: str, has_checkpoint: bool) -> None:
-    """`check_config`, then saves the config in the workdir."""
-    check_config(config, workdir, has_checkpoint)
-    save_config(config, workdir)
-
-
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'No {CONFIG_FILE} in workdir {workdir!r}: train there first '
-                                f'(--mode=train).')
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, 'checkpoints')),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_checkpoints,
-                                             create=True))
-
-
-def restore_newest_intact(mngr: ocp.CheckpointManager, target, workdir: str,
-                          move_aside: bool = False):
-    """(step, restored state) of the newest checkpoint that restores, or (None, None)
-    when there is none.
-
-    A checkpoint that fails to restore (a data file truncated or deleted, `_METADATA`
-    missing) is named in a warning and the next older one is tried; nothing is deleted.
-    With `move_aside` (training, which will save again), the unreadable newer ones are
-    moved to `workdir/corrupt_checkpoints/` so that Orbax's latest step, its later saves
-    of the same step numbers and its `max_to_keep` clean-up see only intact checkpoints.
-    When no checkpoint restores, a UserError names each one and its error, and nothing is
-    moved: this is more likely a code or config change than corruption of every step.
-    """
-    steps = sorted(mngr.all_steps(), reverse=True)
-    failed = []
-    for step in steps:
-        try:
-            state = mngr.restore(step, args=ocp.args.StandardRestore(target))
-        except Exception as e:   # noqa: BLE001 (any reader failure: try the previous one)
-            reason = ' '.join(f'{type(e).__name__}: {e}'.split())[:300]
-            failed.append((step, reason))
-            logging.warning('Checkpoint %s cannot be restored (%s); trying an older one '
-                            '(nothing is deleted).', os.path.join(mngr.directory, str(step)),
-                            reason)
-            continue
-        if failed:
-            if move_aside:
-                _move_aside(mngr, [s for s, _ in failed], workdir)
-            logging.warning('Using checkpoint step %d (%s), the newest intact one.', step,
-                            os.path.join(mngr.directory, str(step)))
-        return step, state
-    if failed:
-        detail = '; '.join(f'step {s}: {r[:160]}' for s, r in failed)
-        raise UserError(f'No checkpoint in {mngr.directory} can be restored ({detail}). '
-                        f'Nothing was changed; use a new --workdir to train from scratch.')
-    return None, None
-
-
-def _move_aside(mngr: ocp.CheckpointManager, steps, workdir: str) -> None:
-    dest_root = os.path.join(workdir, CORRUPT_DIR)
-    os.makedirs(dest_root, exist_ok=True)
-    for step in steps:
-        src = os.path.join(mngr.directory, str(step))
-        dest, n = os.path.join(dest_root, f'step_{step}'), 1
-        while os.path.exists(dest):
-            dest, n = os.path.join(dest_root, f'step_{step}.{n}'), n + 1
-        shutil.move(src, dest)
-        logging.warning('Moved the unreadable checkpoint %s to %s (kept, not deleted).', src,
-                        dest)
-    mngr.reload()
-
-
-def restore_hypernet(workdir: str, config=None):
-    """(config, model, spec, hypernet variables) from a trained workdir's newest intact
-    checkpoint."""
-    return restore_hypernet_with_step(workdir, config)[:4]
-
-
-def restore_hypernet_with_step(workdir: str, config=None):
-    """`restore_hypernet` and the step of the checkpoint it restored."""
-    config = config or load_workdir_config(workdir)
-    model, spec = build_model(config)
-    abstract = jax.eval_shape(lambda: create_train_state(config, model, spec))
-    mngr = checkpoint_manager(workdir, config)
-    step, state = restore_newest_intact(mngr, abstract, workdir)
-    if step is None:
-        raise FileNotFoundError(f'No checkpoint in {os.path.join(workdir, "checkpoints")}: '
-                                f'train there first (--mode=train).')
-    return config, model, spec, {'params': state.params, 'batch_stats': state.batch_stats}, step
-
-
 # ----------------------------------------------------------------------------- loop
 
 class NonFiniteLossError(FloatingPointError):
@@ -397,28 +227,28 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
                                       t.queries, seed=config.seed, what='training episodes',
                                       domains=config.data.get('domains'))
     # Fail on bad evaluation settings (and decode the target dataset) now, not after training.
-    if is_inter_dataset(config):
+    if inter_dataset.is_inter_dataset(config):
         inter_dataset.load_parts(config.eval, *spec.image_shape[1:],
                                  cache_dir=config.data.get('cache_dir'))
     else:
         evaluate_lib.group_sampler(config, pool, 'test')
         evaluate_lib.group_sampler(config, pool, 'validation')
 
-    mngr = checkpoint_manager(workdir, config)
+    mngr = workdir_lib.checkpoint_manager(workdir, config)
     ckpt_dir = str(mngr.directory)
-    check_config(config, workdir, has_checkpoint=bool(mngr.all_steps()))
+    workdir_lib.check_config(config, workdir, has_checkpoint=bool(mngr.all_steps()))
     mesh = training_mesh(config)
     state = create_train_state(config, model, spec)
     if mesh is not None:    # restored onto the mesh too: the target's shardings
         state = mesh_lib.replicate(state, mesh)
-    latest, restored = restore_newest_intact(mngr, state, workdir, move_aside=True)
+    latest, restored = workdir_lib.restore_newest_intact(mngr, state, workdir, move_aside=True)
     if latest is not None and latest > t.num_train_steps:
         raise UserError(
             f'config.train.num_train_steps={t.num_train_steps} is below the step of the '
             f'checkpoint in {ckpt_dir} ({latest}): pass --config.train.num_train_steps='
             f'{latest} (or more) to evaluate it or train on, or use a new --workdir.')
     _write_classes(config, loaded, workdir)
-    save_config(config, workdir)
+    workdir_lib.save_config(config, workdir)
     if latest is not None:
         state = restored
         logging.info('Resumed from checkpoint at step %d in %s.', latest, ckpt_dir)
@@ -513,18 +343,11 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
             writer.close()
 
 
-def is_inter_dataset(config) -> bool:
-    protocol = config.eval.get('protocol', 'intra')
-    if protocol not in ('intra', 'inter'):
-        raise ValueError(f"config.eval.protocol must be 'intra' or 'inter', got {protocol!r}.")
-    return protocol == 'inter'
-
-
 def evaluate_any(config, model, spec, hyper_vars, pool, workdir) -> dict:
     """The configured protocol, with its controls: intra-dataset (held-out classes of the
     training data, `evaluate`: the test groups, plus the validation groups under
     'validation') or inter-dataset (another dataset entirely, `inter_dataset`)."""
-    if is_inter_dataset(config):
+    if inter_dataset.is_inter_dataset(config):
         return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir, pool)
     validation = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir,
                                        split='validation', quiet=True)
@@ -550,7 +373,7 @@ def _write_classes(config, loaded, workdir: str) -> None:
               'val_classes': {int(c): name(c) for c in config.data.get('val_classes') or ()},
               'test_classes': {int(c): name(c) for c in config.data.test_classes},
               'images_per_class': {int(c): int(len(v)) for c, v in loaded.pool.items()}}
-    write_json(os.path.join(workdir, CLASSES_FILE), record)
+    write_json(os.path.join(workdir, workdir_lib.CLASSES_FILE), record)
 
 
 def _format_seconds(s: float) -> str:

@@ -16,6 +16,7 @@ from configs import test as test_config
 from pudnet_jax import baselines, compare
 from pudnet_jax import data as data_lib
 from pudnet_jax import train as train_lib
+from pudnet_jax.hypernet import build_model
 
 
 def test_gradient_centralization_flax_layout():
@@ -45,7 +46,7 @@ def test_time_to_reach_interpolates_along_the_curve():
 
 def test_group_trainer_learns_and_fine_tuning_starts_from_given_weights():
     config = test_config.get_config()
-    _, spec = train_lib.build_model(config)
+    _, spec = build_model(config)
     pool = data_lib.load_pool('mnist5k', 28, 1)
     group = data_lib.EpisodeSampler(pool, [6, 7], 2, 8, 10, seed=0).sample(0, 1)[0]
     trainer = baselines.GroupTrainer(spec, 2, 4, 'gc')
@@ -74,7 +75,7 @@ def test_group_trainer_learns_and_fine_tuning_starts_from_given_weights():
                                              ('ablation_no_ahru', ())])
 def test_ablation_configs(name, zero_parts):
     config = test_config.shrink(importlib.import_module(f'configs.{name}').get_config())
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     assert model.use_ahru == (name != 'ablation_no_ahru')
     state = train_lib.create_train_state(config, model, spec)
     pool = data_lib.load_pool('mnist5k', 28, 1)
@@ -99,7 +100,7 @@ def test_loss_weights_are_checked():
     # The train step optimises exactly λ1·L1 + L2 + λ3·L3 (its logged 'loss').
     config = test_config.get_config()
     config.loss.metric_weight, config.loss.kl_weight = 0.25, 2.0
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     t = config.train
     batch = data_lib.EpisodeSampler(data_lib.load_pool('mnist5k', 28, 1), config.data.train_classes,
                                     t.ways, t.shots, t.queries, seed=0).sample(0, 2)

@@ -18,6 +18,7 @@ from pudnet_jax import evaluate
 from pudnet_jax import train as train_lib
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.targets import random_init_params
+from pudnet_jax.hypernet import build_model
 
 
 def _unique_pool(classes, per_class, size=8):
@@ -101,7 +102,7 @@ def test_prediction_shots_apart_from_labelled_shots():
 
 
 def _untrained_hyper(config):
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     return model, spec, {'params': state.params, 'batch_stats': state.batch_stats}
 
@@ -155,7 +156,7 @@ def test_a_hypernetwork_whose_kernels_follow_the_sketch_has_a_positive_gain(tmp_
 
 def test_untrained_control_matches_an_independent_numpy_computation():
     config = test_config.get_config()
-    _, spec = train_lib.build_model(config)
+    _, spec = build_model(config)
     pool = data_lib.load_pool('mnist5k', 28, 1)
     sampler = evaluate.group_sampler(config, pool)
     e = config.eval
@@ -183,7 +184,7 @@ def test_untrained_control_matches_an_independent_numpy_computation():
 
 def test_protonet_builds_centroids_with_the_training_episodes_ways(monkeypatch):
     config = test_config.get_config()
-    _, spec = train_lib.build_model(config)
+    _, spec = build_model(config)
     pool = data_lib.load_pool('mnist5k', 28, 1)
     train_sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, 2, 3, 2, seed=0)
     config.eval.ways = 4   # validation groups wider than the training episodes (imagenet1k: 200 vs 5)

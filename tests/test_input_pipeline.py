@@ -12,6 +12,7 @@ from configs import test as test_config
 from pudnet_jax import data as data_lib
 from pudnet_jax import input_pipeline
 from pudnet_jax import train as train_lib
+from pudnet_jax.hypernet import build_model
 
 
 def _pool(seed=0, classes=6, per_class=12, size=8):
@@ -44,7 +45,7 @@ def test_device_gather_is_bitwise_the_host_episodes(domains):
 
 
 def _step_results(config, pool, inputs, steps=3):
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, config.train.ways,
                                       config.train.shots, config.train.queries, seed=0)

@@ -29,6 +29,8 @@ _CHILD = textwrap.dedent('''
     assert jax.device_count() == 4, jax.devices()
     from configs import test as test_config
     from pudnet_jax import data as data_lib, input_pipeline, mesh as mesh_lib, train as train_lib
+    from pudnet_jax import workdir as workdir_lib
+    from pudnet_jax.hypernet import build_model
 
     def config_for(devices, mode):
         config = test_config.get_config()
@@ -42,7 +44,7 @@ _CHILD = textwrap.dedent('''
         """Losses and (params, batch_stats, opt_state) after each step, as training draws
         them (the sampler of train_and_evaluate: seed 0, step s)."""
         config = config_for(devices, mode)
-        model, spec = train_lib.build_model(config)
+        model, spec = build_model(config)
         mesh = train_lib.training_mesh(config)
         state = train_lib.create_train_state(config, model, spec)
         if mesh is not None:
@@ -89,7 +91,7 @@ _CHILD = textwrap.dedent('''
     for stop in (1, 4):
         assert train_lib.train_and_evaluate(config, workdir, stop_after_step=stop) == {
             'stopped_at_step': stop}
-        _, _, _, variables, step = train_lib.restore_hypernet_with_step(workdir)
+        _, _, _, variables, step = workdir_lib.restore_hypernet_with_step(workdir)
         assert step == stop
         close(variables, {k: one[1][stop - 1][k] for k in variables},
               f'train_and_evaluate on 4 devices, step {stop}')

@@ -12,6 +12,7 @@ from configs import test as test_config
 from pudnet_jax import train as train_lib
 from pudnet_jax.hypernet import AHRU, PudNet, dataset_sketch, streaming_sketch
 from pudnet_jax.targets import make_target, target_spec
+from pudnet_jax.hypernet import build_model
 
 
 def _sigmoid(x):
@@ -105,7 +106,7 @@ def test_generated_network_runs_and_depends_on_sketch():
 
 def test_sketch_invariant_to_order_and_chunking():
     config = test_config.get_config()
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
     variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
         lambda x: x + 0.3, variables['batch_stats'])}     # non-trivial running stats
@@ -129,7 +130,7 @@ def test_class_balanced_sketch():
 def test_gradients_reach_every_hypernetwork_parameter():
     config = test_config.get_config()
     config.loss.learn_temperature = True
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     from pudnet_jax import data as data_lib
     pool = data_lib.load_pool('mnist5k', 28, 1)

@@ -11,7 +11,9 @@ from configs import test as test_config
 from pudnet_jax import data, multidomain, refine, sources
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.hypernet import PudNet, dataset_sketch
+from pudnet_jax.hypernet import build_model
 
 
 @pytest.mark.parametrize('domain', list(multidomain.GLYPH_DOMAINS))
@@ -87,7 +89,7 @@ def _model(**switches):
     config = test_config.get_config()
     for k, v in switches.items():
         config.model[k] = v
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (6,) + spec.image_shape),
                          jnp.float32)
     variables = model.init(jax.random.PRNGKey(0), images)
@@ -189,7 +191,7 @@ def test_refinement_lowers_its_loss_and_is_reported(trained_workdir):
     import os
     with open(os.path.join(trained_workdir, 'results.json')) as f:
         assert 'refined' not in json.load(f)      # off by default (refine_steps = 0)
-    config, model, spec, hyper = train_lib.restore_hypernet(trained_workdir)
+    config, model, spec, hyper = workdir_lib.restore_hypernet(trained_workdir)
     pool = data.load_pool(config.data.name, 28, 1)
     group = evaluate_lib.group_sampler(config, pool).sample(0, 1)[0]
     e = config.eval
@@ -226,5 +228,5 @@ def test_every_switch_trains_and_evaluates_end_to_end(switch, tmp_path):
     r = train_lib.train_and_evaluate(config, str(tmp_path / 'w'))
     assert 0.0 <= r['accuracy'] <= 1.0 and 'conditioning_gain' in r
     # The saved config and checkpoint restore.
-    _, _, _, hyper = train_lib.restore_hypernet(str(tmp_path / 'w'))
+    _, _, _, hyper = workdir_lib.restore_hypernet(str(tmp_path / 'w'))
     assert 'params' in hyper

@@ -14,12 +14,13 @@ from pudnet_jax import data as data_lib
 from pudnet_jax import input_pipeline
 from pudnet_jax import train as train_lib
 from pudnet_jax.errors import UserError
+from pudnet_jax.hypernet import build_model
 
 
 def _three_steps(dtype):
     config = test_config.get_config()
     config.train.dtype = dtype
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     step = train_lib.make_train_step(config, model, spec)
     pool = data_lib.load_pool('mnist5k', 28, 1)

@@ -21,6 +21,8 @@ from configs import test as test_config
 from pudnet_jax import config_check, files, sources
 from pudnet_jax import predict as predict_lib
 from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
+from pudnet_jax.hypernet import build_model
 from pudnet_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,10 +47,10 @@ def _corrupt(workdir, step, how='truncate'):
 
 
 def _params(workdir, step=None):
-    config = train_lib.load_workdir_config(workdir)
-    model, spec = train_lib.build_model(config)
+    config = workdir_lib.load_config(workdir)
+    model, spec = build_model(config)
     abstract = jax.eval_shape(lambda: train_lib.create_train_state(config, model, spec))
-    mngr = train_lib.checkpoint_manager(workdir, config)
+    mngr = workdir_lib.checkpoint_manager(workdir, config)
     import orbax.checkpoint as ocp
     return mngr.restore(step or mngr.latest_step(), args=ocp.args.StandardRestore(abstract)).params
 
@@ -58,12 +60,12 @@ def _params(workdir, step=None):
 def test_corrupt_latest_checkpoint_falls_back_and_training_resumes_to_the_same_result(
         trained_workdir, tmp_path, caplog):
     workdir = _copy_workdir(trained_workdir, tmp_path / 'w')
-    assert train_lib.checkpoint_manager(workdir, test_config.get_config()).all_steps() == [4, 6]
+    assert workdir_lib.checkpoint_manager(workdir, test_config.get_config()).all_steps() == [4, 6]
     bad = _corrupt(workdir, 6, 'truncate')
 
     # Evaluate / predict: the newest intact checkpoint, named; nothing moved or deleted.
     caplog.set_level(logging.WARNING)
-    *_, step = train_lib.restore_hypernet_with_step(workdir)
+    *_, step = workdir_lib.restore_hypernet_with_step(workdir)
     assert step == 4 and os.path.isdir(bad)
     assert any(bad in r.getMessage() and 'cannot be restored' in r.getMessage()
                for r in caplog.records)
@@ -72,9 +74,9 @@ def test_corrupt_latest_checkpoint_falls_back_and_training_resumes_to_the_same_r
     # and ends bit for bit where the uninterrupted run ended.
     results = train_lib.train_and_evaluate(test_config.get_config(), workdir)
     assert results['resumed_from_step'] == 4 and results['steps_this_run'] == 2
-    kept = os.path.join(workdir, train_lib.CORRUPT_DIR, 'step_6')
+    kept = os.path.join(workdir, workdir_lib.CORRUPT_DIR, 'step_6')
     assert os.path.isdir(kept) and os.listdir(kept)
-    assert train_lib.checkpoint_manager(workdir, test_config.get_config()).all_steps() == [4, 6]
+    assert workdir_lib.checkpoint_manager(workdir, test_config.get_config()).all_steps() == [4, 6]
     jax.tree.map(np.testing.assert_array_equal, _params(workdir), _params(trained_workdir))
     with open(os.path.join(trained_workdir, 'results.json')) as f:
         assert results['accuracy'] == json.load(f)['accuracy']
@@ -101,7 +103,7 @@ def test_no_restorable_checkpoint_is_an_error_and_nothing_moves(trained_workdir,
                                         r'\(step 6: .*step 4: '):
         train_lib.train_and_evaluate(test_config.get_config(), workdir)
     assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == before
-    assert not os.path.exists(os.path.join(workdir, train_lib.CORRUPT_DIR))
+    assert not os.path.exists(os.path.join(workdir, workdir_lib.CORRUPT_DIR))
 
 
 # ----------------------------------------------------------------------------- 4. steps
@@ -266,14 +268,14 @@ def test_tuple_class_lists_resume_against_a_config_json_with_lists(tmp_path):
     config = test_config.get_config()
     assert isinstance(config.data.test_classes, tuple)
     workdir = str(tmp_path)
-    train_lib.save_config(config, workdir)
+    workdir_lib.save_config(config, workdir)
     with open(os.path.join(workdir, 'config.json')) as f:
         assert json.load(f)['data']['test_classes'] == [6, 7, 8, 9]
-    train_lib.check_config(config, workdir, has_checkpoint=True)      # equal: no error
+    workdir_lib.check_config(config, workdir, has_checkpoint=True)      # equal: no error
     config.data.test_classes = (6, 7)
     with pytest.raises(UserError, match=r'data.test_classes: checkpoint \[6, 7, 8, 9\] vs now '
                                         r'\[6, 7\]'):
-        train_lib.check_config(config, workdir, has_checkpoint=True)
+        workdir_lib.check_config(config, workdir, has_checkpoint=True)
 
 
 # ----------------------------------------------------------------------------- 6. images

@@ -18,6 +18,7 @@ from configs.inter_dataset import set_inter
 from pudnet_jax import data, inter_dataset, sources
 from pudnet_jax import predict as predict_lib
 from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TFDS_SOURCES = sorted(n for n, s in sources.SOURCES.items() if s.kind == 'tfds')
@@ -220,7 +221,7 @@ def test_inter_dataset_protocol_on_the_offline_pair(inter_run):
     with open(os.path.join(workdir, inter_dataset.SPLIT_FILE)) as f:
         split = json.load(f)
     assert split['predict_counts']['zebra'] == 800 and split['test_counts']['bear'] == 200
-    with open(os.path.join(workdir, train_lib.CLASSES_FILE)) as f:
+    with open(os.path.join(workdir, workdir_lib.CLASSES_FILE)) as f:
         assert json.load(f)['train_classes'] == {str(c): str(c) for c in range(6)}
 
 
@@ -235,7 +236,7 @@ def test_predict_mode_of_an_inter_dataset_workdir_saves_the_target_network(inter
 
 def test_streaming_sketch_does_not_depend_on_the_chunk_size(inter_run):
     config, workdir, _ = inter_run
-    _, model, spec, hyper = train_lib.restore_hypernet(workdir)
+    _, model, spec, hyper = workdir_lib.restore_hypernet(workdir)
     pool = {c: v[:150] for c, v in sources.load('animal_mnist', 28, 1).pool.items()}
     a, _ = inter_dataset.predict_variables(config.eval, model, spec, hyper, pool)
     e = config.eval.copy_and_resolve_references()

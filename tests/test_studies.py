@@ -15,6 +15,7 @@ from pudnet_jax import evaluate
 from pudnet_jax import input_pipeline
 from pudnet_jax.studies import paper as studies
 from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.summaries import read_scalars
 
 
@@ -42,8 +43,8 @@ def test_validation_curve_is_recorded_and_changes_no_parameter(trained_workdir, 
     off.train.val_every = 0
     train_lib.train_and_evaluate(off, str(tmp_path / 'off'))
     assert not os.path.exists(tmp_path / 'off' / evaluate.VALIDATION_CURVE_FILE)
-    jax.tree.map(np.testing.assert_array_equal, train_lib.restore_hypernet(trained_workdir)[3],
-                 train_lib.restore_hypernet(str(tmp_path / 'off'))[3])
+    jax.tree.map(np.testing.assert_array_equal, workdir_lib.restore_hypernet(trained_workdir)[3],
+                 workdir_lib.restore_hypernet(str(tmp_path / 'off'))[3])
 
 
 def test_fixed_training_groups_are_cycled_in_passes():
@@ -217,7 +218,7 @@ def test_the_studies_command_lists_its_studies(capsys):
 def test_a_finished_run_is_reused_across_compare_settings_and_added_fields(tmp_path):
     config = test_config.get_config()
     path = str(tmp_path / 'run')
-    train_lib.save_config(config, path)
+    workdir_lib.save_config(config, path)
     with open(os.path.join(path, 'results.json'), 'w') as f:
         json.dump({}, f)
     assert studies._finished(path, config)
@@ -226,9 +227,9 @@ def test_a_finished_run_is_reused_across_compare_settings_and_added_fields(tmp_p
     assert studies._finished(path, other)
     other.eval.groups += 1                     # results.json would differ
     assert not studies._finished(path, other)
-    with open(os.path.join(path, train_lib.CONFIG_FILE)) as f:
+    with open(os.path.join(path, workdir_lib.CONFIG_FILE)) as f:
         saved = json.load(f)
     del saved['model']['film']                 # a workdir saved before the field existed
-    with open(os.path.join(path, train_lib.CONFIG_FILE), 'w') as f:
+    with open(os.path.join(path, workdir_lib.CONFIG_FILE), 'w') as f:
         json.dump(saved, f)
     assert studies._finished(path, config)     # config.model.film is the default, False

@@ -12,6 +12,7 @@ from PIL import Image
 import pudnet_jax  # noqa: F401
 from configs import inter_dataset as inter_configs
 from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
@@ -77,7 +78,7 @@ def test_inter_dataset_presets(tmp_path):
         results = train_lib.train_and_evaluate(config, workdir)
         assert results['protocol'] == 'inter' and results['ways'] == 10
         assert results['prediction_images'] == 1200 and results['test_images'] == 1200
-        _, model, spec, hyper = train_lib.restore_hypernet(workdir)
+        _, model, spec, hyper = workdir_lib.restore_hypernet(workdir)
         for target in ('dtd', 'animals10'):
             config = _shrink(inter_configs.get_config(f'cifar100,{target}'))
             config.data.cache_dir = cache

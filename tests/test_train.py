@@ -13,10 +13,12 @@ from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate
 from pudnet_jax import predict as predict_lib
 from pudnet_jax import train as train_lib
+from pudnet_jax import workdir as workdir_lib
+from pudnet_jax.hypernet import build_model
 
 
 def _latest_params(workdir):
-    return train_lib.restore_hypernet(workdir)[3]
+    return workdir_lib.restore_hypernet(workdir)[3]
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
@@ -27,7 +29,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     # "Killed" after step 3: the checkpoint of step 2 is the last one on disk.
     assert train_lib.train_and_evaluate(config, broken, stop_after_step=3) == {
         'stopped_at_step': 3}
-    assert train_lib.checkpoint_manager(broken, config).all_steps() == [2]
+    assert workdir_lib.checkpoint_manager(broken, config).all_steps() == [2]
     assert not os.path.exists(os.path.join(broken, 'results.json'))
     resumed = train_lib.train_and_evaluate(config, broken)
     assert resumed['resumed_from_step'] == 2 and resumed['steps_this_run'] == 4
@@ -40,6 +42,15 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
         assert key in on_disk
     assert 0.0 <= on_disk['accuracy'] <= 1.0 and on_disk['predict_seconds'] > 0
     jax.tree.map(np.testing.assert_array_equal, _latest_params(whole), _latest_params(broken))
+    # The hypernetwork alone (restored without reading the optimizer state) is the
+    # checkpointed train state's.
+    model, spec = build_model(config)
+    abstract = jax.eval_shape(lambda: train_lib.create_train_state(config, model, spec))
+    step, full = workdir_lib.restore_newest_intact(
+        workdir_lib.checkpoint_manager(whole, config), abstract, whole)
+    assert step == workdir_lib.restore_hypernet_with_step(whole)[4]
+    jax.tree.map(np.testing.assert_array_equal, _latest_params(whole),
+                 {'params': full.params, 'batch_stats': full.batch_stats})
     # The validation curve too: the points before the kill kept, the later ones measured again.
     curve = lambda r: [(p['step'], p['accuracy']) for p in r['validation_curve']['points']]
     assert curve(resumed) == curve(uninterrupted) and len(curve(resumed)) == 3
@@ -85,16 +96,16 @@ def test_non_finite_loss_stops_before_saving(tmp_path, monkeypatch):
     workdir = str(tmp_path / 'nan')
     with pytest.raises(train_lib.NonFiniteLossError, match='Non-finite training loss by step 2'):
         train_lib.train_and_evaluate(config, workdir)
-    assert train_lib.checkpoint_manager(workdir, config).all_steps() == []
+    assert workdir_lib.checkpoint_manager(workdir, config).all_steps() == []
 
 
 def test_unknown_target_and_bad_prediction_images(tmp_path):
     config = test_config.get_config()
     config.target.name = 'resnet19'
     with pytest.raises(ValueError, match=r"Unknown target 'resnet19'.*resnet18"):
-        train_lib.build_model(config)
+        build_model(config)
     config = test_config.get_config()
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     predict = evaluate.make_predict_fn(model, spec)
     hyper = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -126,7 +137,7 @@ def test_batchnorm_statistics_from_a_strided_subsample_and_the_sketch_from_all()
     np.testing.assert_array_equal(evaluate.bn_subsample(10, 4), [0, 3, 6, 9])
     assert len(evaluate.bn_subsample(2000, 1000)) == 1000
     config = test_config.get_config()
-    model, spec = train_lib.build_model(config)
+    model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     hyper = {'params': state.params, 'batch_stats': state.batch_stats}
     images = data_lib.normalize(np.concatenate(

@@ -33,7 +33,7 @@ import optax
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import refine as refine_lib
-from pudnet_jax import train
+from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.files import write_json
 from pudnet_jax.hypernet import PudNet
 
@@ -158,7 +158,7 @@ def main(argv=None) -> None:
     from pudnet_jax.process import prepare_process
     prepare_process()
     t0 = time.time()
-    config, model, spec, hyper = train.restore_hypernet(FLAGS.workdir[0])
+    config, model, spec, hyper = workdir_lib.restore_hypernet(FLAGS.workdir[0])
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     groups = sample_groups(config, pool, FLAGS.groups, FLAGS.seed)
@@ -180,7 +180,7 @@ def main(argv=None) -> None:
     results['analyses']['data ↔ trained kernels'] = analyse(
         np.stack(reps), np.stack(trained), FLAGS.dims, FLAGS.seed)
     for wd in FLAGS.workdir:
-        cfg, model, spec_w, hyper = train.restore_hypernet(wd)
+        cfg, model, spec_w, hyper = workdir_lib.restore_hypernet(wd)
         encode = jax.jit(lambda hv, x: model.apply(hv, x, method=PudNet.encode).mean(0))
         generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
         sketches = [np.asarray(encode(hyper, g.support)) for g in groups]

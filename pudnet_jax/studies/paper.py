@@ -97,6 +97,7 @@ def run_study(study: Study, base_config, workdir: str, out_dir: str,
     """Trains (or reuses) every run of the study (each value × each training seed), then
     writes the figure and the JSON."""
     from pudnet_jax import train as train_lib
+    from pudnet_jax import workdir as workdir_lib
     values = tuple(values) if values is not None else study.values
     settings = dict(study.overrides, **(overrides or {}))
     base_seed = base_config.seed
@@ -105,7 +106,7 @@ def run_study(study: Study, base_config, workdir: str, out_dir: str,
     points = []
     for value in values:
         for seed in seeds:
-            config = ml_collections.ConfigDict(train_lib.config_to_dict(base_config))
+            config = ml_collections.ConfigDict(workdir_lib.config_to_dict(base_config))
             for field, v in settings.items():
                 _set(config, field, v)
             if study.field is not None:
@@ -172,14 +173,14 @@ def by_value(points: list, values) -> list:
 def _finished(path: str, config) -> bool:
     """The run has its results.json, trained and evaluated with this config: the same
     settings except `compare.*` (which neither training nor results.json reads), a
-    setting added to the code since (train.ADDED_FIELDS) counting as its default."""
-    from pudnet_jax import train as train_lib
-    files = [os.path.join(path, n) for n in ('results.json', train_lib.CONFIG_FILE)]
+    setting added to the code since (workdir_lib.ADDED_FIELDS) counting as its default."""
+    from pudnet_jax import workdir as workdir_lib
+    files = [os.path.join(path, n) for n in ('results.json', workdir_lib.CONFIG_FILE)]
     if not all(os.path.exists(f) for f in files):
         return False
     with open(files[1]) as f:
-        saved = train_lib.ADDED_FIELDS | train_lib._flatten(json.load(f))
-    now = train_lib._flatten(json.loads(json.dumps(train_lib.config_to_dict(config))))
+        saved = workdir_lib.ADDED_FIELDS | workdir_lib.flatten(json.load(f))
+    now = workdir_lib.flatten(json.loads(json.dumps(workdir_lib.config_to_dict(config))))
     keep = lambda d: {k: v for k, v in d.items() if not k.startswith('compare.')}
     return keep(saved) == keep(now)
 
