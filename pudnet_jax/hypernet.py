@@ -291,3 +291,10 @@ def build_model(config) -> tuple[PudNet, TargetSpec]:
     spec = target_spec(config.target.name, image_shape, config.target.width,
                        config.train.get('dtype', 'float32'))
     return make_pudnet(config, spec), spec
+
+
+def init_variables(model: PudNet, spec: TargetSpec, seed: int) -> dict:
+    """The hypernetwork's initial {'params', 'batch_stats'}."""
+    images = jnp.zeros((2,) + spec.image_shape, jnp.float32)
+    variables = model.init(jax.random.PRNGKey(seed), images, train=False)
+    return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}

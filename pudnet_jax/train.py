@@ -35,10 +35,10 @@ from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import input_pipeline, inter_dataset, sources
 from pudnet_jax import mesh as mesh_lib
 from pudnet_jax import workdir as workdir_lib
-from pudnet_jax.hypernet import PudNet
+from pudnet_jax.hypernet import PudNet, build_model, init_variables
 from pudnet_jax.losses import pudnet_loss
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
-from pudnet_jax.hypernet import build_model
+
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
@@ -65,10 +65,9 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def create_train_state(config, model: PudNet, spec: TargetSpec) -> TrainState:
-    images = jnp.zeros((2,) + spec.image_shape, jnp.float32)
-    variables = model.init(jax.random.PRNGKey(config.seed), images, train=False)
+    variables = init_variables(model, spec, config.seed)
     return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                             batch_stats=variables.get('batch_stats', {}), tx=make_optimizer(config))
+                             batch_stats=variables['batch_stats'], tx=make_optimizer(config))
 
 
 def resolve_batching(mode: str) -> str:

@@ -10,7 +10,6 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
@@ -18,7 +17,7 @@ from etils import epath
 
 from pudnet_jax.errors import UserError
 from pudnet_jax.files import write_json
-from pudnet_jax.hypernet import build_model
+from pudnet_jax.hypernet import build_model, init_variables
 
 CONFIG_FILE = 'config.json'
 # Settings that may change between runs on one workdir without making its checkpoint
@@ -88,12 +87,6 @@ def _plain(value):
 def save_config(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config), sort_keys=True)
-
-
-def check_or_save_config(config, workdir: str, has_checkpoint: bool) -> None:
-    """`check_config`, then saves the config in the workdir."""
-    check_config(config, workdir, has_checkpoint)
-    save_config(config, workdir)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -193,9 +186,7 @@ def restore_hypernet_with_step(workdir: str, config=None):
     state."""
     config = config or load_config(workdir)
     model, spec = build_model(config)
-    images = jnp.zeros((2,) + spec.image_shape, jnp.float32)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
-    abstract = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
+    abstract = jax.eval_shape(lambda: init_variables(model, spec, seed=0))
     mngr = checkpoint_manager(workdir, config)
     step, variables = restore_newest_intact(mngr, abstract, workdir, partial=True)
     if step is None:
