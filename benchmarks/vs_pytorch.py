@@ -50,6 +50,7 @@ from benchmarks import torch_pudnet
 from pudnet_jax import data as data_lib
 from pudnet_jax import train as train_lib
 from pudnet_jax.hypernet import build_model
+from pudnet_jax.tasks import classification
 
 flags.DEFINE_list('presets', ['default', 'cifar100'], 'Presets (configs/<name>.py) to time.')
 flags.DEFINE_integer('steps', None, 'Timed steps per framework (after the 2 checked warm-up '
@@ -164,7 +165,7 @@ def run_preset(name: str) -> dict:
     params0, stats0 = copy(state.params), copy(state.batch_stats)
     n_params = sum(x.size for x in jax.tree.leaves(params0))
     tmodel, topt = _torch_model(config, spec, params0, stats0)
-    metric_weight, kl_weight = train_lib.loss_weights(config.loss)
+    metric_weight, kl_weight = classification.loss_weights(config.loss)
     torch_step = torch_pudnet.make_train_step(tmodel, topt, metric_weight, kl_weight)
     compiled_variants = {}
     if name in FLAGS.torch_compile:

@@ -112,7 +112,7 @@ def main() -> None:
     mean, ci = evaluate.mean_ci95(accs)
     out = {'numpy_untrained': {'accuracy': mean, 'ci95': ci, 'groups': groups,
                                'seeds': args.seeds}}
-    path = os.path.join(args.workdir, evaluate.RESULTS_FILE)
+    path = os.path.join(args.workdir, workdir_lib.RESULTS_FILE)
     line = f'NumPy untrained control: {100 * mean:.2f} ± {100 * ci:.2f} % ({groups} groups, ' \
            f'{args.seeds} init seeds)'
     if os.path.exists(path):

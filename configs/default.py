@@ -14,6 +14,9 @@ from ml_collections import config_dict
 def get_config():
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # What the generated network is for: a module of pudnet_jax/tasks/ (its sampler, loss,
+    # metrics and evaluation).
+    config.task = 'classification'
 
     config.data = ml_collections.ConfigDict()
     config.data.name = 'mnist5k'

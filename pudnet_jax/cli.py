@@ -157,7 +157,7 @@ def run(mode: str, workdir: str, config, data_folder, baselines: bool = True):
 
 
 def _dispatch(mode, workdir, config, data_folder, baselines):
-    from pudnet_jax import evaluate, train
+    from pudnet_jax import train
     from pudnet_jax import workdir as workdir_lib
     if mode == 'train':
         train.train_and_evaluate(config, workdir)
@@ -166,12 +166,11 @@ def _dispatch(mode, workdir, config, data_folder, baselines):
             workdir, config)
         print(f'Evaluating the checkpoint of step {step} in '
               f'{os.path.join(workdir, "checkpoints", str(step))}.')
-        from pudnet_jax import data
-        pool = data.load_pool(config.data.name, config.data.image_size, config.data.channels,
-                              config.data.data_dir, cache_dir=config.data.get('cache_dir'))
-        results = train.evaluate_any(config, model, spec, hyper_vars, pool, workdir)
+        from pudnet_jax import tasks
+        task = tasks.of(config)
+        results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir)
         results['checkpoint_step'] = step
-        evaluate.write_results(results, workdir)
+        workdir_lib.write_results(results, workdir)
     elif mode == 'compare':
         from pudnet_jax import compare
         compare.run_compare(workdir, config)

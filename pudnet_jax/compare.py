@@ -91,7 +91,7 @@ def run_compare(workdir: str, config=None) -> dict:
         from pudnet_jax import train as train_lib   # only to train a workdir that has none
         pudnet_training = train_lib.train_and_evaluate(config, workdir)
     config, model, spec, hyper_vars = workdir_lib.restore_hypernet(workdir, config)
-    results_path = os.path.join(workdir, evaluate_lib.RESULTS_FILE)
+    results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
     if pudnet_training is None and os.path.exists(results_path):
         with open(results_path) as f:
             pudnet_training = json.load(f)

@@ -80,7 +80,10 @@ def validate(config) -> None:
 
 
 def _check_data_and_target(p: _Problems) -> None:
-    from pudnet_jax import sources, targets
+    from pudnet_jax import sources, targets, tasks
+    task = p.get('task', tasks.DEFAULT)
+    if task not in tasks.TASKS:
+        p.add('task', task, f'must be one of {sorted(tasks.TASKS)}')
     name = p.get('data.name')
     if name not in sources.SOURCES:
         p.add('data.name', name, f'must be one of {sorted(sources.SOURCES)}')
@@ -136,9 +139,9 @@ def _check_model_and_loss(p: _Problems) -> None:
         if not any(v is a or (isinstance(a, str) and v == a) for a in allowed):
             p.add(field, v, f'must be one of {allowed}')
     p.positive('loss.temperature')
-    from pudnet_jax import train
+    from pudnet_jax.tasks import classification
     try:
-        train.loss_weights(p.config.loss)
+        classification.loss_weights(p.config.loss)
     except ValueError as e:
         p.items.append(str(e).rstrip('.'))
 

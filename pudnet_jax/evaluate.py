@@ -27,9 +27,9 @@ from pudnet_jax import refine as refine_lib
 from pudnet_jax.controls import mean_ci95  # noqa: F401  (re-exported)
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import class_centroids, cosine_logits
+from pudnet_jax.tasks import classification
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
-RESULTS_FILE = 'results.json'
 VALIDATION_CURVE_FILE = 'validation_curve.json'
 VALIDATION_SEED_OFFSET = 1_000_003   # validation groups' sampler seed: eval.seed + this
 
@@ -226,7 +226,8 @@ class Refined:
         self.curve = {k: ([], []) for k in self.milestones}
         if self.steps:
             self.predict = refine_lib.make_refined_predict_fn(
-                model, spec, e.ways, max(self.milestones), self.lr)
+                model, spec, e.ways, max(self.milestones), self.lr,
+                classification.tau_setting(config))
             self.index = refine_lib.labelled_index(e.ways, first.support.shape[0] // e.ways,
                                                    e.shots)
 
@@ -432,6 +433,3 @@ def format_table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
 
-
-def write_results(results: dict, workdir: str) -> str:
-    return write_json(os.path.join(workdir, RESULTS_FILE), results)

@@ -5,6 +5,8 @@ target's `params`, so `target.apply` takes it unchanged:
 - generated leaves: every conv kernel of the target (one weight generator per layer);
 - shared learned leaves: everything else (BatchNorm scale and bias), ordinary
   parameters of the hypernetwork, the same for every dataset, as in the authors' code.
+What a task trains beside it (classification's full-class head and τ) is the task's
+(`pudnet_jax/tasks/`), not the hypernetwork's.
 """
 
 from __future__ import annotations
@@ -150,17 +152,14 @@ def _shape_key(shape: Sequence[int]) -> str:
 
 
 class PudNet(nn.Module):
-    """H_θ plus the training-only full-class head Q_φ and the temperature τ."""
+    """H_θ: `encode` (the sketch encoder T_φ) and `generate` (sketch → target params)."""
     spec: TargetSpec
-    num_train_classes: int
     sketch_dim: int = 256
     sketch_features: tuple[int, ...] = (16, 32, 32)
     generator_p: int = 8
     generator_hidden: int = 16
     eta: float = 0.5
     use_ahru: bool = True
-    temperature: float = 10.0
-    learn_temperature: bool = False
     encoder_norm: str = 'batch'
     set_pooling: str = 'mean'
     residual: bool = False
@@ -192,16 +191,10 @@ class PudNet(nn.Module):
             self.film_maps = {'/'.join(p): nn.Dense(math.prod(s), kernel_init=nn.initializers.zeros,
                                                     name='film_' + '_'.join(p))
                               for p, s in self.spec.shared}
-        self.head = nn.Dense(self.num_train_classes, name='full_head')
-        if self.learn_temperature:
-            self.log_tau = self.param('log_tau', lambda _: jnp.log(jnp.float32(self.temperature)))
 
     def __call__(self, images, train: bool = False):
         """Initialisation path: touches every submodule."""
-        sketch = dataset_sketch(self.encode(images, train))
-        params = self.generate(sketch)
-        logits = self.head(jnp.zeros((1, self.spec.feature_dim)))
-        return params, logits, self.tau()
+        return self.generate(dataset_sketch(self.encode(images, train)))
 
     def encode(self, images, train: bool = False):
         """Per-image features T_φ(x); the sketch is their (streaming) mean."""
@@ -240,23 +233,12 @@ class PudNet(nn.Module):
             return self.pool_project(sketch)
         return sketch
 
-    def full_head(self, features):
-        return self.head(features)
-
-    def tau(self):
-        if self.learn_temperature:
-            return jnp.exp(self.log_tau)
-        return jnp.float32(self.temperature)
-
 
 def make_pudnet(config, spec: TargetSpec) -> PudNet:
     m = config.model
-    return PudNet(spec=spec, num_train_classes=len(config.data.train_classes),
-                  sketch_dim=m.sketch_dim, sketch_features=tuple(m.sketch_features),
+    return PudNet(spec=spec, sketch_dim=m.sketch_dim, sketch_features=tuple(m.sketch_features),
                   generator_p=m.generator_p, generator_hidden=m.generator_hidden,
-                  eta=m.eta, use_ahru=m.use_ahru, temperature=config.loss.temperature,
-                  learn_temperature=config.loss.learn_temperature,
-                  encoder_norm=m.get('encoder_norm', 'batch'),
+                  eta=m.eta, use_ahru=m.use_ahru, encoder_norm=m.get('encoder_norm', 'batch'),
                   set_pooling=m.get('set_pooling', 'mean'), residual=m.get('residual', False),
                   film=m.get('film', False))
 
@@ -294,7 +276,8 @@ def build_model(config) -> tuple[PudNet, TargetSpec]:
 
 
 def init_variables(model: PudNet, spec: TargetSpec, seed: int) -> dict:
-    """The hypernetwork's initial {'params', 'batch_stats'}."""
+    """The hypernetwork's initial {'params', 'batch_stats'} (without any task's
+    parameters: `tasks.init_variables` adds them)."""
     images = jnp.zeros((2,) + spec.image_shape, jnp.float32)
     variables = model.init(jax.random.PRNGKey(seed), images, train=False)
     return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}

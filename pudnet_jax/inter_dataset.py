@@ -36,6 +36,7 @@ from pudnet_jax import refine as refine_lib
 from pudnet_jax import sources
 from pudnet_jax.hypernet import PudNet, streaming_sketch
 from pudnet_jax.losses import class_centroids, cosine_logits
+from pudnet_jax.tasks import classification
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 SPLIT_FILE = 'inter_split.json'
@@ -223,7 +224,8 @@ def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
     e = config.eval
     ways = len(predict_pool)
     steps, lr = int(e.refine_steps), float(e.refine_lr)
-    refine_fn = refine_lib.make_refine_fn(model, spec, ways, steps, lr)
+    refine_fn = refine_lib.make_refine_fn(model, spec, ways, steps, lr,
+                                          classification.tau_setting(config))
     images, _, _ = flatten(predict_pool)
     encode = jax.jit(lambda hv, x: model.apply(hv, data_lib.normalize(x), train=False,
                                                method=PudNet.encode))

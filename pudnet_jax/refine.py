@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from pudnet_jax.hypernet import PudNet
+from pudnet_jax.tasks import classification
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 
@@ -43,8 +44,9 @@ def leave_one_out_loss(features, labels, ways: int, tau):
 
 
 @functools.lru_cache(maxsize=None)
-def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float):
-    """(hyper vars, start sketch, prediction images, labelled index, labels) → the refined
+def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float,
+                   tau_setting: tuple[float, bool]):
+    """`tau_setting`: `tasks.classification.tau_setting(config)`. (hyper vars, start sketch, prediction images, labelled index, labels) → the refined
     sketch after `steps` Adam steps. `labelled index` picks the labelled images out of
     the prediction images, whose features come from the BatchNorm-statistics pass itself
     (exactly the features the saved network gives them). One jitted step, looped in
@@ -54,7 +56,7 @@ def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: f
     def loss(hyper_vars, s, images, index, labels):
         params = model.apply(hyper_vars, s, method=PudNet.generate)
         feats, _, _ = apply_with_dataset_stats(spec, params, images)
-        tau = model.apply(hyper_vars, method=PudNet.tau)
+        tau = classification.tau(hyper_vars['params'], tau_setting)
         return leave_one_out_loss(feats[index], labels, ways, tau)
 
     @jax.jit
@@ -84,13 +86,14 @@ def labelled_index(ways: int, per_class: int, shots: int):
 
 
 @functools.lru_cache(maxsize=None)
-def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float):
+def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float,
+                            tau_setting: tuple[float, bool]):
     """(hyper vars, prediction images, labelled index, labels, milestones) → [(k, the
     target's variables generated from the sketch after k steps (BatchNorm statistics from
     the prediction images), the seconds a k-step prediction takes)] for each k of
     `milestones` (≤ `steps`): the encoding, the k steps and the generation, each timed, so
     the generations of earlier milestones do not count in a later one's seconds."""
-    refine = make_refine_fn(model, spec, ways, steps, lr)
+    refine = make_refine_fn(model, spec, ways, steps, lr, tau_setting)
     encode = jax.jit(lambda hv, x: model.apply(hv, x, train=False, method=PudNet.encode).mean(0))
     finish = jax.jit(lambda hv, s, x: _variables(model, spec, hv, s, x))
 

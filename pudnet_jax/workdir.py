@@ -17,7 +17,7 @@ from etils import epath
 
 from pudnet_jax.errors import UserError
 from pudnet_jax.files import write_json
-from pudnet_jax.hypernet import build_model, init_variables
+from pudnet_jax.hypernet import build_model
 
 CONFIG_FILE = 'config.json'
 # Settings that may change between runs on one workdir without making its checkpoint
@@ -29,11 +29,12 @@ RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoi
                      'data.data_dir', 'data.cache_dir', 'data.val_classes')
 # Fields added after workdirs were first saved: a saved config without one of them was
 # trained with this value (the code's behaviour before the field existed).
-ADDED_FIELDS = {'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
+ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
                 'model.residual': False, 'model.film': False, 'eval.refine_steps': 0,
                 'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
                 'train.prefetch': 0}
 CLASSES_FILE = 'classes.json'
+RESULTS_FILE = 'results.json'     # the evaluation's numbers, every one
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
 # from an older one, so that later saves of the same step do not collide with it.
 CORRUPT_DIR = 'corrupt_checkpoints'
@@ -87,6 +88,10 @@ def _plain(value):
 def save_config(config, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config), sort_keys=True)
+
+
+def write_results(results: dict, workdir: str) -> str:
+    return write_json(os.path.join(workdir, RESULTS_FILE), results)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -182,11 +187,12 @@ def restore_hypernet(workdir: str, config=None):
 
 def restore_hypernet_with_step(workdir: str, config=None):
     """`restore_hypernet` and the step of the checkpoint it restored. Only the
-    hypernetwork's variables ({'params', 'batch_stats'}) are read, not the optimizer
-    state."""
+    hypernetwork's variables ({'params', 'batch_stats'}; the params with the task's
+    beside them) are read, not the optimizer state."""
     config = config or load_config(workdir)
     model, spec = build_model(config)
-    abstract = jax.eval_shape(lambda: init_variables(model, spec, seed=0))
+    from pudnet_jax import tasks
+    abstract = jax.eval_shape(lambda: tasks.init_variables(config, model, spec, seed=0))
     mngr = checkpoint_manager(workdir, config)
     step, variables = restore_newest_intact(mngr, abstract, workdir, partial=True)
     if step is None:

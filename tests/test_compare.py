@@ -17,6 +17,7 @@ from pudnet_jax import baselines, compare
 from pudnet_jax import data as data_lib
 from pudnet_jax import train as train_lib
 from pudnet_jax.hypernet import build_model
+from pudnet_jax.tasks import classification
 
 
 def test_gradient_centralization_flax_layout():
@@ -92,11 +93,11 @@ def test_ablation_configs(name, zero_parts):
 
 def test_loss_weights_are_checked():
     config = test_config.get_config()
-    assert train_lib.loss_weights(config.loss) == (config.loss.metric_weight,
+    assert classification.loss_weights(config.loss) == (config.loss.metric_weight,
                                                    config.loss.kl_weight)
     config.loss.kl_weight = -1.0
     with pytest.raises(ValueError, match='config.loss.kl_weight'):
-        train_lib.loss_weights(config.loss)
+        classification.loss_weights(config.loss)
     # The train step optimises exactly λ1·L1 + L2 + λ3·L3 (its logged 'loss').
     config = test_config.get_config()
     config.loss.metric_weight, config.loss.kl_weight = 0.25, 2.0
@@ -111,10 +112,10 @@ def test_loss_weights_are_checked():
     np.testing.assert_allclose(parts['loss'], 0.25 * parts['l1_metric'] + parts['l2_full_head']
                                + 2.0 * parts['l3_consistency'], rtol=1e-5)
     metric_only = importlib.import_module('configs.ablation_metric_only').get_config()
-    assert train_lib.loss_weights(metric_only.loss)[0] > 0
+    assert classification.loss_weights(metric_only.loss)[0] > 0
     metric_only.loss.metric_weight = 0.0
     with pytest.raises(ValueError, match='nothing would be trained'):
-        train_lib.loss_weights(metric_only.loss)
+        classification.loss_weights(metric_only.loss)
 
 
 def test_compare_mode_writes_tables_plot_and_json(trained_workdir):

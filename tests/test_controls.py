@@ -142,8 +142,8 @@ def test_a_hypernetwork_whose_kernels_follow_the_sketch_has_a_positive_gain(tmp_
     pool = data_lib.load_pool('mnist5k', 28, 1)
     reference = controls.mean_sketch(config, model, hyper, pool, str(tmp_path))
     decided = SketchDecides(**{f: getattr(model, f) for f in (
-        'spec', 'num_train_classes', 'sketch_dim', 'sketch_features', 'generator_p',
-        'generator_hidden', 'eta', 'use_ahru', 'temperature', 'learn_temperature')},
+        'spec', 'sketch_dim', 'sketch_features', 'generator_p', 'generator_hidden', 'eta',
+        'use_ahru')},
         reference=tuple(float(v) for v in reference))
     r = evaluate.evaluate(config, decided, spec, hyper, pool, str(tmp_path))
     zero = jax.jit(lambda h, s: decided.apply(h, s, method=PudNet.generate))(hyper, reference)

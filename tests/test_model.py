@@ -45,7 +45,7 @@ def test_ahru_matches_numpy_equations():
 def test_initial_residual_and_no_ahru_ablation():
     spec = target_spec('convnet3', (28, 28, 1), width=4)
     for use_ahru in (True, False):
-        model = PudNet(spec, num_train_classes=3, sketch_dim=6, sketch_features=(2, 2, 2),
+        model = PudNet(spec, sketch_dim=6, sketch_features=(2, 2, 2),
                        eta=0.3, use_ahru=use_ahru)
         variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
         s = jax.random.normal(jax.random.PRNGKey(2), (6,))
@@ -61,7 +61,7 @@ def test_initial_residual_and_no_ahru_ablation():
                                         ('resnet34', (32, 32, 1))])
 def test_generated_tree_is_target_params(name, shape):
     spec = target_spec(name, shape, width=8)
-    model = PudNet(spec, num_train_classes=5, sketch_dim=8, sketch_features=(4, 4, 4))
+    model = PudNet(spec, sketch_dim=8, sketch_features=(4, 4, 4))
     images = jnp.zeros((2,) + shape)
     target = make_target(name, 8)
     expected = jax.eval_shape(lambda: target.init(jax.random.PRNGKey(0), images))['params']
@@ -92,7 +92,7 @@ def test_layers_walked_in_forward_order():
 
 def test_generated_network_runs_and_depends_on_sketch():
     spec = target_spec('convnet3', (28, 28, 1), width=4)
-    model = PudNet(spec, num_train_classes=3, sketch_dim=6, sketch_features=(2, 2, 2))
+    model = PudNet(spec, sketch_dim=6, sketch_features=(2, 2, 2))
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
     p1 = model.apply(variables, jnp.ones(6), method=PudNet.generate)
     p2 = model.apply(variables, -jnp.ones(6), method=PudNet.generate)
@@ -177,7 +177,7 @@ def test_transposed_conv_kernels_are_generated_and_other_kernels_refused(monkeyp
     spec = target_spec('updown', (8, 8, 1), width=4)
     assert [p for p, _ in spec.generated] == [('down', 'kernel'), ('up', 'kernel')]
     assert all(p[-1] != 'kernel' for p, _ in spec.shared)
-    model = PudNet(spec, num_train_classes=3, sketch_dim=6, sketch_features=(2, 2, 2))
+    model = PudNet(spec, sketch_dim=6, sketch_features=(2, 2, 2))
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 1)))
     p1 = model.apply(variables, jnp.ones(6), method=PudNet.generate)
     p2 = model.apply(variables, -jnp.ones(6), method=PudNet.generate)

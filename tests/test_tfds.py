@@ -13,6 +13,7 @@ import pudnet_jax  # noqa: F401
 from configs import inter_dataset as inter_configs
 from pudnet_jax import train as train_lib
 from pudnet_jax import workdir as workdir_lib
+from pudnet_jax.tasks import classification
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
@@ -83,7 +84,7 @@ def test_inter_dataset_presets(tmp_path):
             config = _shrink(inter_configs.get_config(f'cifar100,{target}'))
             config.data.cache_dir = cache
             config.eval.data_dir = animals if target == 'animals10' else None
-            results = train_lib.evaluate_any(config, model, spec, hyper, None, workdir)
+            results = classification.evaluate(config, model, spec, hyper, None, workdir)
             assert results['dataset'] == target and 0.0 <= results['accuracy'] <= 1.0
     assert results['prediction_images'] == 40 and results['test_images'] == 10   # 80 / 20
     for pool in inter_configs.POOLS:       # every pair is a valid config

@@ -36,6 +36,7 @@ from pudnet_jax import refine as refine_lib
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.files import write_json
 from pudnet_jax.hypernet import PudNet
+from pudnet_jax.tasks import classification
 
 WAYS, SHOTS = 5, 20
 
@@ -192,7 +193,8 @@ def main(argv=None) -> None:
             np.stack(reps), np.stack(predicted), FLAGS.dims, FLAGS.seed)
         steps = int(cfg.eval.get('refine_steps') or 0)
         if steps:
-            fn = refine_lib.make_refine_fn(model, spec_w, WAYS, steps, float(cfg.eval.refine_lr))
+            fn = refine_lib.make_refine_fn(model, spec_w, WAYS, steps, float(cfg.eval.refine_lr),
+                                           classification.tau_setting(cfg))
             index = np.arange(WAYS * SHOTS)
             refined = [fn(hyper, jnp.asarray(s), g.support, index, g.support_labels)
                        for s, g in zip(sketches, groups)]

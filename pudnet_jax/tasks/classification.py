@@ -1,0 +1,193 @@
+"""Classification (paper §III-E, §IV-A–C): N-way episodes of labelled images; the loss
+L = λ1·L1 + L2 + λ3·L3 (`losses.pudnet_loss`); evaluation on held-out classes (intra,
+`evaluate`) or another dataset (inter, `inter_dataset`), beside the controls.
+
+The task owns the training-only full-class head Q_φ and the temperature τ (its
+parameters `full_head` and `log_tau`, kept beside the hypernetwork's in the train
+state and in checkpoints, where they always were).
+"""
+
+import os
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from clu import metrics
+
+from pudnet_jax import data as data_lib
+from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import inter_dataset, sources
+from pudnet_jax import workdir as workdir_lib
+from pudnet_jax.files import write_json
+from pudnet_jax.losses import pudnet_loss
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+
+PARAM_NAMES = ('full_head', 'log_tau')
+PROGRESS = ('accuracy', 'episode acc')
+
+
+class Params(nn.Module):
+    """Q_φ (a linear head over the target's features to every training class) and,
+    when learned, log τ."""
+    num_classes: int
+    temperature: float = 10.0
+    learn_temperature: bool = False
+
+    def setup(self):
+        self.head = nn.Dense(self.num_classes, name='full_head')
+        if self.learn_temperature:
+            self.log_tau = self.param('log_tau', lambda _: jnp.log(jnp.float32(self.temperature)))
+
+    def __call__(self, features):
+        return self.head(features)
+
+    def tau(self):
+        if self.learn_temperature:
+            return jnp.exp(self.log_tau)
+        return jnp.float32(self.temperature)
+
+
+def make_params_module(config) -> Params:
+    return Params(len(config.data.train_classes), config.loss.temperature,
+                  config.loss.learn_temperature)
+
+
+def init_params(config, spec: TargetSpec, seed: int) -> dict:
+    """The head's initial parameters: those PudNet's own `full_head` had when the
+    hypernetwork held it (same key, same module path), so that runs are unchanged."""
+    variables = make_params_module(config).init(
+        jax.random.PRNGKey(seed), jnp.zeros((1, spec.feature_dim)))
+    return dict(variables['params'])
+
+
+def tau_setting(config) -> tuple[float, bool]:
+    """(τ or its initial value, whether it is learned): hashable, for cached jits."""
+    return float(config.loss.temperature), bool(config.loss.learn_temperature)
+
+
+def tau(params: dict, setting: tuple[float, bool]):
+    """τ from the train state's (or a restored hypernetwork's) params."""
+    return Params(1, *setting).apply({'params': params}, method=Params.tau)
+
+
+def loss_weights(loss_cfg) -> tuple[float, float]:
+    """(λ1, λ3) of L = λ1·L1 + L2 + λ3·L3, checked; the paper's eq. 11 has both at 1."""
+    weights = {k: float(loss_cfg.get(k, 1.0)) for k in ('metric_weight', 'kl_weight')}
+    for k, w in weights.items():
+        if not (w >= 0.0 and np.isfinite(w)):
+            raise ValueError(f'config.loss.{k} must be a finite number >= 0, got {w}.')
+    if not loss_cfg.use_full_head and weights['metric_weight'] == 0.0:
+        raise ValueError('config.loss.use_full_head=False leaves only L1, but '
+                         'config.loss.metric_weight is 0: nothing would be trained.')
+    return weights['metric_weight'], weights['kl_weight']
+
+
+@flax.struct.dataclass
+class Metrics(metrics.Collection):
+    loss: metrics.Average.from_output('loss')
+    l1_metric: metrics.Average.from_output('l1_metric')
+    l2_full_head: metrics.Average.from_output('l2_full_head')
+    l3_consistency: metrics.Average.from_output('l3_consistency')
+    accuracy: metrics.Average.from_output('accuracy')
+
+
+def make_episode_loss(config, spec: TargetSpec):
+    """(task params, generated params, one `data.Episodes` slice) → (loss, parts)."""
+    loss_cfg = config.loss
+    metric_weight, kl_weight = loss_weights(loss_cfg)
+    head = make_params_module(config)
+
+    def episode_loss(task_params, generated, ep: data_lib.Episodes):
+        f_s, f_q, _ = apply_with_dataset_stats(spec, generated, ep.support, ep.query)
+        head_logits = head.apply({'params': task_params}, f_q)
+        t = head.apply({'params': task_params}, method=Params.tau)
+        return pudnet_loss(f_s, ep.support_labels, f_q, ep.query_labels, head_logits,
+                           ep.classes, t, use_full_head=loss_cfg.use_full_head,
+                           use_kl=loss_cfg.use_kl, metric_weight=metric_weight,
+                           kl_weight=kl_weight)
+    return episode_loss
+
+
+def sketch_images(batch: data_lib.Episodes):
+    """Each episode's sketch is the mean feature of its support set."""
+    return batch.support
+
+
+def load(config) -> sources.Loaded:
+    return sources.load(config.data.name, config.data.image_size, config.data.channels,
+                        config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+
+
+def make_sampler(config, loaded) -> data_lib.EpisodeSampler:
+    t = config.train
+    return data_lib.EpisodeSampler(loaded.pool, config.data.train_classes, t.ways, t.shots,
+                                   t.queries, seed=config.seed, what='training episodes',
+                                   domains=config.data.get('domains'))
+
+
+def check(config, loaded, spec: TargetSpec) -> None:
+    """Fails on bad evaluation settings (and decodes the inter-dataset target) now, not
+    after training."""
+    if inter_dataset.is_inter_dataset(config):
+        inter_dataset.load_parts(config.eval, *spec.image_shape[1:],
+                                 cache_dir=config.data.get('cache_dir'))
+    else:
+        evaluate_lib.group_sampler(config, loaded.pool, 'test')
+        evaluate_lib.group_sampler(config, loaded.pool, 'validation')
+
+
+def validation_curve(config, model, spec, loaded, workdir: str, start_step: int = 0):
+    return evaluate_lib.validation_curve(config, model, spec, loaded.pool, workdir, start_step)
+
+
+def evaluate(config, model, spec, hyper_vars, loaded, workdir) -> dict:
+    """The configured protocol, with its controls: intra-dataset (held-out classes of the
+    training data, `evaluate`: the test groups, plus the validation groups under
+    'validation') or inter-dataset (another dataset entirely, `inter_dataset`). `loaded`:
+    what `load(config)` returned (None is allowed for inter-dataset)."""
+    pool = None if loaded is None else loaded.pool
+    if inter_dataset.is_inter_dataset(config):
+        return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir, pool)
+    validation = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir,
+                                       split='validation', quiet=True)
+    print(f"validation (model selection; {validation['groups']} groups from "
+          f"{validation['roles']}): PudNet {100 * validation['accuracy']:.2f} ± "
+          f"{100 * validation['ci95']:.2f} %, untrained "
+          f"{100 * validation['controls']['untrained']['accuracy']:.2f} %, mean sketch "
+          f"{100 * validation['controls']['mean_sketch']['accuracy']:.2f} %")
+    results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir)
+    keep = ('accuracy', 'ci95', 'groups', 'controls', 'conditioning_gain',
+            'conditioning_gain_ci95', 'gain_over_untrained', 'gain_over_untrained_ci95',
+            'refined')
+    results['validation'] = {k: validation[k] for k in keep if k in validation}
+    return results
+
+
+def summary_scalars(results: dict) -> dict:
+    scalars = {'eval/accuracy': results['accuracy'], 'eval/ci95': results['ci95'],
+               'eval/untrained': results['controls']['untrained']['accuracy'],
+               'eval/mean_sketch': results['controls']['mean_sketch']['accuracy'],
+               'eval/conditioning_gain': results['conditioning_gain']}
+    if 'validation' in results:
+        scalars['validation/accuracy'] = results['validation']['accuracy']
+    return scalars
+
+
+def record(config, loaded, workdir: str) -> None:
+    """Records which classes (by label and name) train and which are held out."""
+    names = loaded.class_names
+    name = lambda c: names[c] if 0 <= c < len(names) else None
+    rec = {'dataset': config.data.name,
+           'train_classes': {int(c): name(c) for c in config.data.train_classes},
+           'val_classes': {int(c): name(c) for c in config.data.get('val_classes') or ()},
+           'test_classes': {int(c): name(c) for c in config.data.test_classes},
+           'images_per_class': {int(c): int(len(v)) for c, v in loaded.pool.items()}}
+    write_json(os.path.join(workdir, workdir_lib.CLASSES_FILE), rec)
+
+
+def gather_episodes(images, indices: data_lib.EpisodeIndices) -> data_lib.Episodes:
+    """Inside the jitted step (config.train.input='device'): the episodes of `indices`
+    gathered from the uint8 pool on the device, normalised as on the host."""
+    return data_lib.gather_episodes(images, indices, jnp.asarray(data_lib.normalization_table()))
