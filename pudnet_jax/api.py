@@ -66,17 +66,18 @@ def load_pretrained(name: str = 'mnist-convnet3') -> 'Hypernetwork':
     entry = pretrained.get(name)
     config = workdir_lib.load_config(entry.folder)
     model, spec = build_model(config)
-    variables = restore_variables(os.path.join(entry.folder, VARIABLES_DIR), model, spec)
+    variables = restore_variables(os.path.join(entry.folder, VARIABLES_DIR), config, model, spec)
     return Hypernetwork(config, model, spec, variables, entry.folder,
                         info={'name': name, 'description': entry.description,
                               'command': entry.command, 'measured': entry.measured})
 
 
-def restore_variables(path: str, model, spec) -> dict:
-    """{'params', 'batch_stats'} of a hypernetwork saved by `Hypernetwork.save`."""
+def restore_variables(path: str, config, model, spec) -> dict:
+    """{'params', 'batch_stats'} of a hypernetwork saved by `Hypernetwork.save` (the
+    params with its task's beside them, `tasks.init_variables`)."""
     import orbax.checkpoint as ocp
-    x = np.zeros((2,) + spec.image_shape, np.float32)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+    from pudnet_jax import tasks
+    abstract = jax.eval_shape(lambda: tasks.init_variables(config, model, spec, seed=0))
     with ocp.StandardCheckpointer() as ckptr:
         return ckptr.restore(os.path.abspath(path), abstract)
 

@@ -14,6 +14,7 @@ from pudnet_jax import train as train_lib
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.hypernet import PudNet, dataset_sketch
 from pudnet_jax.hypernet import build_model
+from pudnet_jax.tasks import classification
 
 
 @pytest.mark.parametrize('domain', list(multidomain.GLYPH_DOMAINS))
@@ -204,8 +205,8 @@ def test_refinement_lowers_its_loss_and_is_reported(trained_workdir):
         params = model.apply(hyper, s, method=PudNet.generate)
         feats, _, _ = evaluate_lib.apply_with_dataset_stats(spec, params, group.support)
         return float(refine.leave_one_out_loss(feats[index], labels, e.ways, 10.0))
-    s = refine.make_refine_fn(model, spec, e.ways, 8, 0.3)(hyper, s0, group.support, index,
-                                                            labels)
+    s = refine.make_refine_fn(model, spec, e.ways, 8, 0.3, classification.tau_setting(config))(
+        hyper, s0, group.support, index, labels)
     assert not np.allclose(s, s0) and loss(s) < loss(s0)
     config.eval.refine_steps, config.eval.refine_lr = 3, 0.3
     r = evaluate_lib.evaluate(config, model, spec, hyper, pool, trained_workdir, quiet=True)

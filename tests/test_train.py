@@ -15,6 +15,7 @@ from pudnet_jax import predict as predict_lib
 from pudnet_jax import train as train_lib
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.hypernet import build_model
+from pudnet_jax.tasks import classification
 
 
 def _latest_params(workdir):
@@ -90,8 +91,8 @@ def test_non_finite_loss_stops_before_saving(tmp_path, monkeypatch):
     config = test_config.get_config()
     # A NaN temperature is now refused by the config validation (test_reliability), so
     # the loss is made non-finite inside the training step instead.
-    real_loss = train_lib.pudnet_loss
-    monkeypatch.setattr(train_lib, 'pudnet_loss', lambda *a, **k: jax.tree.map(
+    real_loss = classification.pudnet_loss
+    monkeypatch.setattr(classification, 'pudnet_loss', lambda *a, **k: jax.tree.map(
         lambda x: x * float('nan'), real_loss(*a, **k)))
     workdir = str(tmp_path / 'nan')
     with pytest.raises(train_lib.NonFiniteLossError, match='Non-finite training loss by step 2'):

@@ -48,7 +48,8 @@ def export(workdir: str, name: str, folder: str | None = None) -> dict:
     controls.mean_sketch(hyper.config, hyper.model, hyper.variables, hyper.pool(), folder)
     shipped = api.Hypernetwork(hyper.config, hyper.model, hyper.spec,
                                api.restore_variables(os.path.join(folder, api.VARIABLES_DIR),
-                                                     hyper.model, hyper.spec), folder)
+                                                     hyper.config, hyper.model, hyper.spec),
+                               folder)
     check = shipped.evaluate(CHECK_GROUPS, quiet=True)
     from pudnet_jax.files import write_json
     write_json(os.path.join(folder, CHECK_FILE),
