@@ -131,16 +131,46 @@ def test_cache_of_another_preprocessing_is_refused_or_kept(tmp_path, monkeypatch
     with open(meta_file, 'w') as f:
         json.dump(meta, f)
     before = sorted(os.listdir(path))
-    version = sources.PREPROCESSING_VERSION
+    version = sources.images.PREPROCESSING_VERSION
     with pytest.raises(ValueError, match=rf'different preprocessing \(preprocessing_version: '
                                          rf'cache 1 vs wanted {version}\).*left untouched'):
         sources.load('animal_mnist', 14, 1, cache_dir=cache)
     assert sorted(os.listdir(path)) == before
     # A new preprocessing version gets its own directory; the old one stays.
-    monkeypatch.setattr(sources, 'PREPROCESSING_VERSION', version + 1)
+    monkeypatch.setattr(sources.images, 'PREPROCESSING_VERSION', version + 1)
     loaded = sources.load('animal_mnist', 14, 1, cache_dir=cache)
     assert not loaded.meta['from_cache'] and loaded.meta['cache'].endswith(f'-v{version + 1}')
     assert os.path.isdir(path)
+
+
+def test_unlabelled_folder_loads_in_name_order_and_skips_what_is_not_an_image(tmp_path):
+    """A folder of images with no class subfolders (e.g. noisy images to denoise)."""
+    labelled = write_folder(tmp_path / 'imgs')
+    flat = tmp_path / 'flat'
+    flat.mkdir()
+    names = []
+    for c in ('cat', 'dog'):     # 6 + 6 images and dog's broken.png, side by side
+        for f in sorted(os.listdir(os.path.join(labelled, c))):
+            if f != 'notes.txt':
+                os.replace(os.path.join(labelled, c, f), flat / f'{c}_{f}')
+                names.append(f'{c}_{f}')
+    (flat / 'readme.txt').write_text('not an image')
+    (flat / '.hidden.png').write_bytes(b'')
+    (flat / 'sub').mkdir()
+    got = sources.load_unlabelled(str(flat), 12, 1)
+    assert got.files == sorted(n for n in names if n != 'dog_broken.png')
+    assert got.corrupt_files == ['dog_broken.png']
+    assert got.images.shape == (12, 12, 12, 1) and got.images.dtype == np.uint8
+    # Each image exactly as the labelled source decodes and preprocesses it.
+    i = got.files.index('cat_3.png')
+    with Image.open(flat / 'cat_3.png') as img:
+        img.load()
+        expected = sources.preprocess(sources.decode_image(img)[None], 12, 1)[0]
+    np.testing.assert_array_equal(got.images[i], expected)
+    with pytest.raises(ValueError, match=r"holds no image files .*subfolders \(cat, dog, owl\)"):
+        sources.load_unlabelled(labelled, 12, 1)
+    with pytest.raises(FileNotFoundError, match='is not a directory'):
+        sources.load_unlabelled(str(tmp_path / 'nowhere'), 12, 1)
 
 
 def test_single_class_folder_and_missing_folder(tmp_path):
