@@ -310,8 +310,9 @@ class Hypernetwork:
         plain Flax variables tree (Orbax) with network.json (the target, its image shape
         and normalisation, and `metadata`); `load_network(path)` reads it back."""
         from pudnet_jax import predict
-        meta = predict._metadata(self.spec, self.config.data.name, metadata.pop('classes', []),
-                                 metadata.pop('prediction_images', None))
+        meta = predict.network_metadata(self.spec, self.config.data.name,
+                                        metadata.pop('classes', []),
+                                        metadata.pop('prediction_images', None))
         if head_classes is not None:
             meta['head_classes'] = list(head_classes)
             meta['usage'] = ('load_network(path) -> (net, variables, meta); net.apply(variables, '

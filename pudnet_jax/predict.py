@@ -115,15 +115,8 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
         seconds = time.perf_counter() - t0
         class_ids = [int(config.data.test_classes[c]) for c in group.classes]
         path = os.path.join(output_dir, f'group_{g:03d}')
-        metadata = {
-            'target': spec.name, 'width': spec.width, 'image_shape': list(spec.image_shape),
-            'dataset': config.data.name, 'classes': class_ids,
-            'prediction_images': int(group.support.shape[0]),
-            'normalization': {'scale': 1 / 255, 'mean': data_lib.NORMALIZE_MEAN,
-                              'std': data_lib.NORMALIZE_STD},
-            'usage': "make_target(target, width).apply(variables, images, train=False) "
-                     "-> features; classify by cosine to class centroids",
-        }
+        metadata = network_metadata(spec, config.data.name, class_ids,
+                                    int(group.support.shape[0]))
         save_variables(path, variables, metadata)
 
         # Evaluate what was written, through the plain target alone.
@@ -150,7 +143,9 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
     return summary
 
 
-def _metadata(spec, dataset: str, classes, prediction_images: int) -> dict:
+def network_metadata(spec, dataset: str, classes, prediction_images: int) -> dict:
+    """network.json's description of a saved classification network (every protocol's:
+    the held-out groups, an inter-dataset target, a user's folder, the Python API)."""
     return {
         'target': spec.name, 'width': spec.width, 'image_shape': list(spec.image_shape),
         'dataset': dataset, 'classes': list(classes), 'prediction_images': prediction_images,
@@ -171,7 +166,7 @@ def predict_inter_target(workdir: str, config, model, spec, hyper_vars,
         e, h, c, config.data.get('cache_dir'))
     variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
     path = os.path.join(output_dir, f'inter_{e.dataset}')
-    metadata = _metadata(spec, e.dataset, names, timing['prediction_images'])
+    metadata = network_metadata(spec, e.dataset, names, timing['prediction_images'])
     save_variables(path, variables, metadata)
     _, loaded, _ = load_variables(path)
     scored = inter_dataset.score_with_controls(config, model, spec, hyper_vars, loaded,
@@ -226,7 +221,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     variables, timing = inter_dataset.predict_variables(e, model, spec, hyper_vars, predict_pool)
 
     path = output_dir or os.path.join(workdir, config.predict.output, folder_output_name(folder))
-    metadata = _metadata(spec, os.path.abspath(folder), names, timing['prediction_images'])
+    metadata = network_metadata(spec, os.path.abspath(folder), names, timing['prediction_images'])
     save_variables(path, variables, metadata)
     _, loaded_vars, _ = load_variables(path)
     result = inter_dataset.score_with_controls(_with_eval(config, e), model, spec, hyper_vars,

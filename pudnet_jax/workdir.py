@@ -57,22 +57,32 @@ def config_to_dict(config) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def check_config(config, workdir: str, has_checkpoint: bool) -> None:
-    """Refuses to resume a checkpoint trained with different settings (naming the
-    settings that differ). Writes nothing. Tuples and lists compare equal (config.json
+def config_differences(config, workdir: str, ignore=()) -> dict | None:
+    """{setting: (saved value, value now)} for each dotted setting in which `config`
+    differs from the one saved in `workdir`, leaving out the settings under `ignore`
+    (prefixes); None when nothing is saved. A setting added to the code since the save
+    (`ADDED_FIELDS`) counts as its default; tuples and lists compare equal (config.json
     stores a tuple as a JSON list)."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if not (has_checkpoint and os.path.exists(path)):
-        return
+    if not os.path.exists(path):
+        return None
     with open(path) as f:
         saved = ADDED_FIELDS | flatten(json.load(f))
     now = flatten(config_to_dict(config))
-    allowed = lambda k: any(k == a or k.startswith(a + '.') for a in RESUMABLE_CHANGES)
-    differ = sorted(k for k in set(saved) | set(now)
-                    if not allowed(k) and _plain(saved.get(k)) != _plain(now.get(k)))
+    skip = lambda k: any(k == a or k.startswith(a + '.') for a in ignore)
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+            if not skip(k) and _plain(saved.get(k)) != _plain(now.get(k))}
+
+
+def check_config(config, workdir: str, has_checkpoint: bool) -> None:
+    """Refuses to resume a checkpoint trained with different settings (naming the
+    settings that differ, `config_differences` outside `RESUMABLE_CHANGES`). Writes
+    nothing."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    differ = has_checkpoint and config_differences(config, workdir, RESUMABLE_CHANGES)
     if differ:
-        detail = '; '.join(f'{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}'
-                           for k in differ[:8])
+        detail = '; '.join(f'{k}: checkpoint {a!r} vs now {b!r}'
+                           for k, (a, b) in list(differ.items())[:8])
         raise UserError(
             f'Workdir {workdir!r} holds a checkpoint trained with a different config '
             f'({detail}). Use a new --workdir, or the config saved in {path}.')

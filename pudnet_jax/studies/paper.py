@@ -175,14 +175,9 @@ def _finished(path: str, config) -> bool:
     settings except `compare.*` (which neither training nor results.json reads), a
     setting added to the code since (workdir_lib.ADDED_FIELDS) counting as its default."""
     from pudnet_jax import workdir as workdir_lib
-    files = [os.path.join(path, n) for n in ('results.json', workdir_lib.CONFIG_FILE)]
-    if not all(os.path.exists(f) for f in files):
+    if not os.path.exists(os.path.join(path, workdir_lib.RESULTS_FILE)):
         return False
-    with open(files[1]) as f:
-        saved = workdir_lib.ADDED_FIELDS | workdir_lib.flatten(json.load(f))
-    now = workdir_lib.flatten(json.loads(json.dumps(workdir_lib.config_to_dict(config))))
-    keep = lambda d: {k: v for k, v in d.items() if not k.startswith('compare.')}
-    return keep(saved) == keep(now)
+    return workdir_lib.config_differences(config, path, ignore=('compare',)) == {}
 
 
 def _plot_sweep(study: Study, summary: dict, path: str) -> None:
