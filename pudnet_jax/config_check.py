@@ -90,6 +90,9 @@ def _check_data_and_target(p: _Problems) -> None:
     target = p.get('target.name')
     if target not in targets.TARGETS:
         p.add('target.name', target, f'must be one of {sorted(targets.TARGETS)}')
+    elif task == 'classification' and target in targets.IMAGE_TARGETS:
+        p.add('target.name', target, 'is an image-to-image network; classification needs one '
+              f'of {sorted(set(targets.TARGETS) - set(targets.IMAGE_TARGETS))}')
     p.int_at_least('target.width', 1)
     p.int_at_least('data.image_size', 1)
     if p.get('data.channels') not in (1, 3):

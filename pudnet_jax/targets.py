@@ -100,6 +100,62 @@ class ResNet(nn.Module):
         return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
+def avg_pool_2x2(x):
+    """2x2 average pool, stride 2 (H and W even), as a reshape and a mean."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def upsample_2x(x):
+    """Nearest-neighbour x2 upsampling."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class N2VUNet(nn.Module):
+    """The UNet of the authors' denoising code (DENOISING.md §1.1): `depth` levels of two
+    3x3 conv → BatchNorm → ReLU (width·2^i channels), 2x2 average pools, a bottleneck
+    width·2^(depth-1) → width·2^depth → width·2^(depth-1), and a decoder that upsamples
+    (nearest x2), concatenates [encoder feature, upsampled] and runs two convs per level.
+    4·depth + 2 generated kernels, in forward order. Where it differs from their code:
+    the decoder's stride-1 transposed convolutions are written as convolutions (the same
+    function of a flipped, transposed kernel, generated either way), and the last layer
+    is linear (a generated kernel and a shared learned bias; theirs ends in BN + ReLU, so
+    its output can never be negative). Returns an image of the input's shape; H and W
+    must be multiples of 2^depth (`target_spec` checks)."""
+    width: int = 64
+    depth: int = 4
+    bn_momentum: float = DEFAULT_BN_MOMENTUM
+    dtype: str = 'float32'
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        out_channels = x.shape[-1]
+
+        def block(y, features, name):
+            y = nn.Conv(features, (3, 3), use_bias=False, dtype=self.dtype, name=name)(y)
+            return nn.relu(_batch_norm(train, self.bn_momentum, name + '_bn', self.dtype)(y))
+
+        skips = []
+        for i in range(self.depth):
+            f = self.width * 2**i
+            x = block(block(x, f, f'enc{i}_conv0'), f, f'enc{i}_conv1')
+            skips.append(x)
+            x = avg_pool_2x2(x)
+        x = block(x, self.width * 2**self.depth, 'mid_conv0')
+        x = block(x, self.width * 2**(self.depth - 1), 'mid_conv1')
+        for i in reversed(range(self.depth)):
+            x = jnp.concatenate([skips[i], upsample_2x(x)], axis=-1)
+            x = block(x, self.width * 2**i, f'dec{i}_conv0')
+            if i > 0:
+                x = block(x, self.width * 2**(i - 1), f'dec{i}_conv1')
+        x = nn.Conv(out_channels, (3, 3), use_bias=True, dtype=self.dtype, name='out_conv')(x)
+        return x.astype(jnp.float32)
+
+
+# Image-to-image targets (`TargetSpec.output == 'image'`) and the multiple of 2 their
+# height and width must be.
+IMAGE_TARGETS = {'unet_n2v': 2**4, 'unet_n2v_small': 2**2}
+
 TARGETS = {
     'convnet3': lambda width, momentum, dtype: ConvNet3(width=width, bn_momentum=momentum,
                                                         dtype=dtype),
@@ -107,6 +163,9 @@ TARGETS = {
                                                       bn_momentum=momentum, dtype=dtype),
     'resnet34': lambda width, momentum, dtype: ResNet((3, 4, 6, 3), width=width,
                                                       bn_momentum=momentum, dtype=dtype),
+    # The authors' denoising UNet (depth 4), and a depth-2 one for CPU configs and tests.
+    'unet_n2v': lambda width, momentum, dtype: N2VUNet(width, 4, momentum, dtype),
+    'unet_n2v_small': lambda width, momentum, dtype: N2VUNet(width, 2, momentum, dtype),
 }
 
 
@@ -131,8 +190,9 @@ class TargetSpec:
     generated: tuple[tuple[Path, tuple[int, ...]], ...]   # kernels, in forward order
     shared: tuple[tuple[Path, tuple[int, ...]], ...]      # other params (BatchNorm scale/bias)
     batch_stats: tuple[tuple[Path, tuple[int, ...]], ...]
-    feature_dim: int
+    feature_dim: int          # features per image (an image target: its channels)
     dtype: str = 'float32'    # the forward pass's compute dtype (parameters: float32)
+    output: str = 'features'  # 'features' (one vector per image) or 'image' (image to image)
 
     def module(self, bn_momentum: float = DEFAULT_BN_MOMENTUM) -> nn.Module:
         return make_target(self.name, self.width, bn_momentum, self.dtype)
@@ -188,6 +248,10 @@ def target_spec(name: str, image_shape: Sequence[int], width: int = 64,
     if len(image_shape) != 3 or image_shape[-1] not in (1, 3):
         raise ValueError(f'Target {name!r} takes images of shape (H, W, C) with C in (1, 3); '
                          f'got image_shape={image_shape}.')
+    multiple = IMAGE_TARGETS.get(name)
+    if multiple and (image_shape[0] % multiple or image_shape[1] % multiple):
+        raise ValueError(f'Target {name!r} takes images whose height and width are multiples '
+                         f'of {multiple}; got image_shape={image_shape}.')
     module = make_target(name, width)
     x = jnp.zeros((2,) + image_shape, jnp.float32)
     variables = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x, train=False))
@@ -209,7 +273,7 @@ def target_spec(name: str, image_shape: Sequence[int], width: int = 64,
         raise ValueError(f'Unknown compute dtype {dtype!r}; known: {DTYPES}.')
     return TargetSpec(name=name, width=width, image_shape=image_shape, generated=generated,
                       shared=shared, batch_stats=stats, feature_dim=int(features.shape[-1]),
-                      dtype=dtype)
+                      dtype=dtype, output='image' if features.ndim == 4 else 'features')
 
 
 def init_shared_leaf(path: Path, shape: Sequence[int]) -> jax.Array:
