@@ -71,8 +71,13 @@ def device_pool_budget() -> int:
 def resolve_input(mode: str, sampler: data_lib.EpisodeSampler) -> str:
     if mode not in INPUTS:
         raise ValueError(f'config.train.input must be one of {INPUTS}, got {mode!r}.')
+    gathers = hasattr(sampler, 'flat_images')   # a task's sampler may draw on the host only
+    if mode == 'device' and not gathers:
+        raise ValueError(f"config.train.input='device' needs a sampler that gathers episodes "
+                         f"from a pool on the device; {type(sampler).__name__} draws them on "
+                         f"the host: use 'host' (or 'auto').")
     if mode == 'auto':
-        return 'device' if pool_bytes(sampler) <= device_pool_budget() else 'host'
+        return 'device' if gathers and pool_bytes(sampler) <= device_pool_budget() else 'host'
     return mode
 
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import importlib
 
-TASKS = {'classification': 'pudnet_jax.tasks.classification'}
+TASKS = {'classification': 'pudnet_jax.tasks.classification',
+         'denoising': 'pudnet_jax.tasks.denoising'}
 DEFAULT = 'classification'
 
 
