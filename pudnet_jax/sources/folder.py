@@ -120,13 +120,26 @@ def folder_fingerprint(folder: str) -> str:
 
 
 
+def read_image(path: str, image_size: int, channels: int):
+    """One image file decoded (`decode_image`) and preprocessed (`preprocess`) to
+    (S, S, channels) uint8, or None (named in a warning) when it cannot be read."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            img.load()
+            array = decode_image(img)
+    except Exception as e:   # noqa: BLE001 (any decoder failure: skip the file)
+        logging.warning('Skipping unreadable image %s (%s: %s).', path, type(e).__name__, e)
+        return None
+    return preprocess(array[None], image_size, channels, path)[0]
+
+
 def decode(name: str, source, image_size, channels, data_dir, split, report=None):
     """Corrupt or unreadable image files are SKIPPED, each named in a warning and counted
     (in the cache's meta.json and the reports), not fatal: scraped datasets such as
     Animals-10 ship a few broken files and one of them should not stop a 26,000-image
     load. A class left with too few images is then named by the protocol that needs them.
     Files without an image extension are ignored and counted."""
-    from PIL import Image
     if split != 'all':
         raise ValueError(f'Dataset {name!r} is a folder of images and has no split {split!r}; '
                          f"use split='all' and a fraction (config.eval.predict_fraction).")
@@ -142,16 +155,11 @@ def decode(name: str, source, image_size, channels, data_dir, split, report=None
         for label, class_files in enumerate(files):
             images = []
             for path in class_files:
-                try:
-                    with Image.open(path) as img:
-                        img.load()
-                        array = decode_image(img)
-                except Exception as e:   # noqa: BLE001 (any decoder failure: skip the file)
-                    logging.warning('Skipping unreadable image %s (%s: %s).', path,
-                                    type(e).__name__, e)
+                image = read_image(path, image_size, channels)
+                if image is None:
                     report['corrupt_files'].append(path)
-                    continue
-                images.append(preprocess(array[None], image_size, channels, path)[0])
+                else:
+                    images.append(image)
             if images:
                 images = np.stack(images)
                 flat = images.reshape(len(images), -1)
@@ -200,19 +208,14 @@ def load_unlabelled(folder: str, image_size: int, channels: int,
     """Every readable image directly inside `folder`, decoded (`decode_image`) and
     preprocessed (`preprocess`) as every other source's; unreadable files are skipped and
     named, a folder with none readable is refused."""
-    from PIL import Image
     images, names, corrupt = [], [], []
     for path in image_files(folder, what):
-        try:
-            with Image.open(path) as img:
-                img.load()
-                array = decode_image(img)
-        except Exception as e:   # noqa: BLE001 (any decoder failure: skip the file)
-            logging.warning('Skipping unreadable image %s (%s: %s).', path, type(e).__name__, e)
+        image = read_image(path, image_size, channels)
+        if image is None:
             corrupt.append(os.path.relpath(path, folder))
-            continue
-        images.append(preprocess(array[None], image_size, channels, path)[0])
-        names.append(os.path.relpath(path, folder))
+        else:
+            images.append(image)
+            names.append(os.path.relpath(path, folder))
     if not images:
         raise ValueError(f'{what}: none of the {len(corrupt)} image file(s) in {folder!r} '
                          f'could be read ({", ".join(corrupt[:3])}).')
