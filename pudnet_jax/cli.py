@@ -159,12 +159,14 @@ def run(mode: str, workdir: str, config, data_folder, baselines: bool = True):
 def _dispatch(mode, workdir, config, data_folder, baselines):
     from pudnet_jax import train
     from pudnet_jax import workdir as workdir_lib
-    if mode in ('compare', 'predict'):
+    saved = os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+    if config is not None or saved:      # the task's own modes (tasks.*.MODES)
         from pudnet_jax import tasks
-        task = (config or workdir_lib.load_config(workdir)).get('task', tasks.DEFAULT)
-        if task != 'classification':
-            raise UserError(f"--mode={mode} is not available yet for config.task={task!r} "
-                            f"(train and evaluate are).")
+        name = (config or workdir_lib.load_config(workdir)).get('task', tasks.DEFAULT)
+        modes = tasks.get(name).MODES
+        if mode not in modes:
+            raise UserError(f"--mode={mode} is not available yet for config.task={name!r} "
+                            f"({', '.join(modes)} are).")
     if mode == 'train':
         train.train_and_evaluate(config, workdir)
     elif mode == 'evaluate':

@@ -90,9 +90,14 @@ def _check_data_and_target(p: _Problems) -> None:
     target = p.get('target.name')
     if target not in targets.TARGETS:
         p.add('target.name', target, f'must be one of {sorted(targets.TARGETS)}')
-    elif task == 'classification' and target in targets.IMAGE_TARGETS:
-        p.add('target.name', target, 'is an image-to-image network; classification needs one '
-              f'of {sorted(set(targets.TARGETS) - set(targets.IMAGE_TARGETS))}')
+    elif task in tasks.TASKS:
+        output = 'image' if target in targets.IMAGE_TARGETS else 'features'
+        wanted = tasks.get(task).TARGET_OUTPUT
+        if output != wanted:
+            fits = sorted(t for t in targets.TARGETS
+                          if ('image' if t in targets.IMAGE_TARGETS else 'features') == wanted)
+            kind = 'an image-to-image network' if output == 'image' else 'a feature extractor'
+            p.add('target.name', target, f'is {kind}; {task} needs one of {fits}')
     p.int_at_least('target.width', 1)
     p.int_at_least('data.image_size', 1)
     if p.get('data.channels') not in (1, 3):

@@ -105,3 +105,15 @@ def test_a_classification_config_with_the_unet_is_refused():
     config.target.name = 'unet_n2v'
     with pytest.raises(UserError, match=r"config.target.name='unet_n2v': is an image-to-image"):
         config_check.validate(config)
+
+
+def test_a_denoising_config_with_a_feature_extractor_is_refused():
+    from configs import denoise
+    from pudnet_jax import config_check
+    from pudnet_jax.errors import UserError
+    config = denoise.get_config()
+    config.target.name = 'convnet3'
+    with pytest.raises(UserError, match=r"config.target.name='convnet3': is a feature "
+                                        r"extractor; denoising needs one of \['unet_n2v', "
+                                        r"'unet_n2v_small'\]"):
+        config_check.validate(config)

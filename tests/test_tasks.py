@@ -29,6 +29,8 @@ from pudnet_jax.files import write_json
 from pudnet_jax.targets import apply_with_dataset_stats
 
 PARAM_NAMES = ('feature_goal',)
+TARGET_OUTPUT = 'features'
+MODES = ('train', 'evaluate')
 PROGRESS = ('spread', 'spread')
 SEEN = {}
 

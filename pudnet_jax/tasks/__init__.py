@@ -18,6 +18,9 @@ trainers pick their task module). `train.py` knows no task; a task module suppli
     evaluate(config, model, spec, hyper_vars, data, workdir) -> results dict (with controls)
     summary_scalars(results) -> {tag: value}   the evaluation's TensorBoard scalars
     record(config, data, workdir)        what the run trains and is tested on, in the workdir
+    TARGET_OUTPUT                        'features' or 'image': the targets it can train
+                                         (`TargetSpec.output`; checked by `config_check`)
+    MODES                                the `--mode`s it supports (train, evaluate, ...)
 
 Adding a task is adding a module here and its name to `TASKS`.
 """

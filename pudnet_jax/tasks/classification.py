@@ -26,6 +26,8 @@ from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 PARAM_NAMES = ('full_head', 'log_tau')
 PROGRESS = ('accuracy', 'episode acc')
+TARGET_OUTPUT = 'features'
+MODES = ('train', 'evaluate', 'predict', 'compare')
 
 
 class Params(nn.Module):

@@ -36,6 +36,8 @@ from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, random_init
 
 PARAM_NAMES = ()
 PROGRESS = ('psnr', 'PSNR (masked input, vs clean)')
+TARGET_OUTPUT = 'image'
+MODES = ('train', 'evaluate')
 EPS = 1e-6
 
 
@@ -98,9 +100,6 @@ def make_sampler(config, loaded) -> GroupSampler:
 
 
 def check(config, loaded, spec: TargetSpec) -> None:
-    if spec.output != 'image':
-        raise ValueError(f'config.task=denoising needs an image-to-image target (unet_n2v, '
-                         f'unet_n2v_small); config.target.name={spec.name!r} is not one.')
     _eval_sampler(config, loaded.pool)
 
 
