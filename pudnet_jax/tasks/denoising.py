@@ -66,8 +66,19 @@ class GroupSampler:
 
     def episodes(self, indices) -> NoisyGroups:
         step, inner = indices
-        clean = (self.episodes_sampler.episodes(inner).support + 1.0) / 2.0   # [-1,1] → [0,1]
-        return make_groups(clean, self.sigma, (self.seed, 1, step))
+        return make_groups(clean01(self.episodes_sampler.episodes(inner)), self.sigma,
+                           (self.seed, 1, step))
+
+
+def clean01(episodes: data_lib.Episodes) -> np.ndarray:
+    """The support images of `episodes` back on [0, 1] (the sampler normalises them)."""
+    return episodes.support * data_lib.NORMALIZE_STD + data_lib.NORMALIZE_MEAN
+
+
+def noisy_group(sampler: data_lib.EpisodeSampler, g: int, sigma: float, seed: tuple):
+    """(clean, noisy) images of group `g` of `sampler`, the noise seeded by `seed`."""
+    group = make_groups(clean01(sampler.sample(g, 1)), sigma, seed)
+    return group.clean[0], jnp.asarray(group.noisy[0])
 
 
 def make_groups(clean01: np.ndarray, sigma: float, seed: tuple) -> NoisyGroups:
@@ -141,10 +152,10 @@ def record(config, loaded, workdir) -> None:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _eval_sampler(config, pool, classes=None) -> data_lib.EpisodeSampler:
+def _eval_sampler(config, pool) -> data_lib.EpisodeSampler:
     e = config.eval
-    return data_lib.EpisodeSampler(pool, classes or config.data.test_classes, e.ways, e.shots,
-                                   0, seed=e.seed, what='denoising test groups')
+    return data_lib.EpisodeSampler(pool, config.data.test_classes, e.ways, e.shots, 0,
+                                   seed=e.seed, what='denoising test groups')
 
 
 def _denoise_fn(spec: TargetSpec):
@@ -168,39 +179,37 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdi
                                            seed=e.seed + 1, what='mean-sketch groups')
     sketches = []
     for g in range(max(1, int(e.mean_sketch_images) // (e.ways * e.shots))):
-        clean = (train_groups.sample(g, 1)[0].support + 1.0) / 2.0
-        noisy = make_groups(clean[None], config.noise.sigma, (e.seed, 3, g)).noisy[0]
-        sketches.append(encode(hyper_vars, normalize(jnp.asarray(noisy))))
+        _, noisy = noisy_group(train_groups, g, config.noise.sigma, (e.seed, 3, g))
+        sketches.append(encode(hyper_vars, normalize(noisy)))
     mean_params = generate(hyper_vars, jnp.mean(jnp.stack(sketches), axis=0))
     untrained = [random_init_params(spec, e.seed + 100 + i) for i in range(e.untrained_seeds)]
 
     rows = {k: ([], []) for k in ('pudnet', 'noisy', 'untrained', 'mean_sketch')}
 
-    def add(name, clean, out):
-        rows[name][0].append(float(np.mean(metrics.psnr(clean, out))))
-        rows[name][1].append(float(np.mean(np.asarray(metrics.ssim_jax(clean, out)))))
+    def scores(clean, out) -> tuple[float, float]:
+        """The group's mean PSNR and SSIM."""
+        return (float(np.mean(metrics.psnr(clean, out))),
+                float(np.mean(np.asarray(metrics.ssim_jax(clean, out)))))
+
+    def add(name, psnr_ssim):
+        rows[name][0].append(float(psnr_ssim[0]))
+        rows[name][1].append(float(psnr_ssim[1]))
 
     for g in range(e.groups):
-        clean = (sampler.sample(g, 1)[0].support + 1.0) / 2.0
-        noisy = jnp.asarray(make_groups(clean[None], config.noise.sigma, (e.seed, 4, g)).noisy[0])
+        clean, noisy = noisy_group(sampler, g, config.noise.sigma, (e.seed, 4, g))
         params = generate(hyper_vars, encode(hyper_vars, normalize(noisy)))
-        add('pudnet', clean, denoise(params, noisy))
-        add('noisy', clean, noisy)
-        add('mean_sketch', clean, denoise(mean_params, noisy))
-        outs = [np.asarray(denoise(p, noisy)) for p in untrained]
-        u = [(float(np.mean(metrics.psnr(clean, o))),
-              float(np.mean(np.asarray(metrics.ssim_jax(clean, o))))) for o in outs]
-        rows['untrained'][0].append(float(np.mean([a for a, _ in u])))
-        rows['untrained'][1].append(float(np.mean([b for _, b in u])))
+        add('pudnet', scores(clean, denoise(params, noisy)))
+        add('noisy', scores(clean, noisy))
+        add('mean_sketch', scores(clean, denoise(mean_params, noisy)))
+        # The untrained control of a group: the mean over its initialisations.
+        add('untrained', np.mean([scores(clean, denoise(p, noisy)) for p in untrained], axis=0))
 
     def summary(name):
         p, s = rows[name]
         (pm, pc), (sm, sc) = controls.mean_ci95(p), controls.mean_ci95(s)
         return {'psnr': pm, 'psnr_ci95': pc, 'ssim': sm, 'ssim_ci95': sc}
 
-    def paired(a, b):
-        mean, ci = controls.mean_ci95(np.asarray(rows[a][0]) - np.asarray(rows[b][0]))
-        return mean, ci
+    paired = lambda a, b: controls.mean_ci95(np.asarray(rows[a][0]) - np.asarray(rows[b][0]))
     gain, gain_ci = paired('pudnet', 'mean_sketch')
     over, over_ci = paired('pudnet', 'untrained')
     results = dict(summary('pudnet'), task='denoising', target=spec.name,
