@@ -46,11 +46,12 @@ def leave_one_out_loss(features, labels, ways: int, tau):
 @functools.lru_cache(maxsize=None)
 def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float,
                    tau_setting: tuple[float, bool]):
-    """`tau_setting`: `tasks.classification.tau_setting(config)`. (hyper vars, start sketch, prediction images, labelled index, labels) → the refined
+    """(hyper vars, start sketch, prediction images, labelled index, labels) → the refined
     sketch after `steps` Adam steps. `labelled index` picks the labelled images out of
     the prediction images, whose features come from the BatchNorm-statistics pass itself
-    (exactly the features the saved network gives them). One jitted step, looped in
-    Python: XLA:CPU runs convolutions inside a `while` loop ~20x slower."""
+    (exactly the features the saved network gives them). `tau_setting`:
+    `tasks.classification.tau_setting(config)`. One jitted step, looped in Python:
+    XLA:CPU runs convolutions inside a `while` loop ~20x slower."""
     opt = optax.adam(lr)
 
     def loss(hyper_vars, s, images, index, labels):
