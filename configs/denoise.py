@@ -1,10 +1,14 @@
-"""Denoising on the embedded offline data (paper §IV-D on CPU; issue 11, in progress).
+"""Denoising on photographs that scikit-image ships (paper §IV-D on CPU; DENOISING.md §5.4).
 
-PudNet predicts a depth-2 Noise2Void UNet (`unet_n2v_small`, width 16) for a group of
-40 noisy 28x28 MNIST-5k digits (4 classes x 10, σ = 25 on the 255 scale); trained on
-groups of digits 0-5 with the Noise2Void loss (no clean image reaches the loss), tested
-on groups of digits 6-9 beside the noisy input, the untrained UNet and the mean-sketch
-UNet (PSNR/SSIM). Digits are a stand-in: the paper's images are natural photographs.
+PudNet predicts a depth-3 Noise2Void UNet (`unet_n2v_3`, width 16: the authors' UNet
+pattern, every kernel generated) for a group of 32 noisy 32×32 grayscale tiles (σ = 25 on
+the 255 scale). Classes are photographs (`sources.photos`): training groups are 4 × 8
+tiles of astronaut, coffee, motorcycle and moon; validation photographs rocket and coins;
+test photographs camera and chelsea, never seen in training (groups of 2 × 16 tiles, and
+the whole photographs for the full-image protocol). Trained with the Noise2Void loss: no
+clean image reaches the loss.
+
+`configs/denoise.py:digits` is the earlier stand-in on MNIST-5k digits (0-5 / 6-9).
 """
 
 import ml_collections
@@ -12,24 +16,58 @@ import ml_collections
 from configs import default
 
 
-def get_config():
+def get_config(variant: str = ''):
     config = default.get_config()
     config.task = 'denoising'
-    config.target.name = 'unet_n2v_small'
+    config.data.name = 'skimage_photos'
+    config.data.image_size = 32
+    config.data.channels = 1
+    config.data.train_classes = (0, 1, 2, 3)   # astronaut, coffee, motorcycle, moon
+    config.data.val_classes = (4, 5)           # rocket, coins
+    config.data.test_classes = (6, 7)          # camera, chelsea
+    config.target.name = 'unet_n2v_3'
     config.target.width = 16
     config.noise = ml_collections.ConfigDict()
     config.noise.sigma = 25.0          # on the 255 scale, as the paper's σ = 25 / 50 / 75
     config.noise.mask_fraction = 0.1   # Noise2Void: pixels replaced per image and channel
     config.noise.mask_radius = 2       # from the 5x5 neighbourhood, centre excluded
     t = config.train
-    t.ways, t.shots = 4, 10            # 40 images per group (the authors' groups: 50)
-    t.episodes_per_step = 4
-    t.num_train_steps = 300
+    t.ways, t.shots = 4, 8             # 32 tiles per group
+    t.episodes_per_step = 2
+    t.num_train_steps = 1200
     t.learning_rate = 1e-3
     t.val_every = 0                    # no validation curve for this task yet
     e = config.eval
-    e.ways, e.shots = 4, 10
-    e.groups = 50
+    e.ways, e.shots = 2, 16
+    e.groups = 100
     e.untrained_seeds = 2
-    e.mean_sketch_images = 400
+    e.mean_sketch_images = 320
+    e.full_images = True               # also denoise the whole test photographs
+    e.pretrained_n2v = True            # the Pretrained-N2V control (trained once, kept)
+    c = config.compare                 # --mode=compare (tasks/denoising/compare.py)
+    c.methods = ('finetune_pudnet', 'adam', 'gc', 'classical')
+    c.groups = 10
+    c.tune_groups = 2                  # validation groups (rocket, coins): learning rates
+    c.epochs = (1, 5, 10, 20, 50)      # Noise2Void from scratch on each group
+    c.learning_rates = (3e-4, 1e-3, 3e-3)
+    c.batch_size = 8
+    c.finetune_epochs = (1, 5, 10, 20)
+    c.finetune_learning_rates = (1e-4, 3e-4, 1e-3)
+    c.classical = ('nlm', 'tv_jinv', 'wavelet', 'bm3d')   # bm3d: when installed
+    c.full_images = True
+    c.example_tiles = 6
+    if variant == 'digits':
+        config.data.name = 'mnist5k'
+        config.data.image_size = 28
+        config.data.train_classes = tuple(range(6))
+        config.data.val_classes = ()
+        config.data.test_classes = (6, 7, 8, 9)
+        config.target.name = 'unet_n2v_small'
+        t.ways, t.shots, t.episodes_per_step, t.num_train_steps = 4, 10, 4, 300
+        e.ways, e.shots, e.groups, e.mean_sketch_images = 4, 10, 50, 400
+        e.full_images = c.full_images = False
+        config.compare.tune_groups = 0
+        config.compare.methods = ('classical',)     # no validation classes to tune on
+    elif variant:
+        raise ValueError(f"configs/denoise.py: unknown variant {variant!r} (known: 'digits').")
     return config

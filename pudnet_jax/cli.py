@@ -31,8 +31,11 @@ flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'compare'],
                   'checkpoint; predict: save predicted networks for held-out data; compare: '
                   'PudNet against baselines on the same groups (trains PudNet first if the '
                   'workdir has no checkpoint).')
-flags.DEFINE_string('data', None, '--mode=predict: a folder of images, one subfolder per '
-                    'class, to predict a network for (instead of held-out groups).')
+flags.DEFINE_string('data', None, '--mode=predict: a folder of images to predict a network '
+                    'for (instead of held-out groups): one subfolder per class for a '
+                    'classification workdir; the noisy images themselves for a denoising one.')
+flags.DEFINE_string('clean', None, '--mode=predict --data with a denoising workdir: the clean '
+                    'images (same file names) for PSNR/SSIM.')
 flags.DEFINE_bool('baselines', True, '--mode=predict --data: also train Adam from scratch and '
                   'fine-tune PudNet on the folder (accuracy and seconds at 1, 2, 5 epochs); '
                   '--no-baselines skips that curve.')
@@ -128,16 +131,19 @@ def main(argv):
         mesh.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
     try:
-        run(FLAGS.mode, FLAGS.workdir, FLAGS.config, FLAGS.data, FLAGS.baselines)
+        run(FLAGS.mode, FLAGS.workdir, FLAGS.config, FLAGS.data, FLAGS.baselines, FLAGS.clean)
     except Exception as e:   # noqa: BLE001
         if FLAGS.debug or not _is_user_error(e):
             raise
         _fail(str(e))
 
 
-def run(mode: str, workdir: str, config, data_folder, baselines: bool = True):
+def run(mode: str, workdir: str, config, data_folder, baselines: bool = True,
+        clean_folder=None):
     if data_folder and mode != 'predict':
         raise UserError('--data=<folder> goes with --mode=predict.')
+    if clean_folder and not data_folder:
+        raise UserError('--clean=<folder> goes with --mode=predict --data=<folder>.')
     if mode == 'train' and config is None:
         raise UserError('--mode=train needs --config (e.g. configs/default.py).')
     if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -148,25 +154,30 @@ def run(mode: str, workdir: str, config, data_folder, baselines: bool = True):
     if config is not None:
         from pudnet_jax import config_check
         config_check.validate(config)
+    task = _task(workdir, config)
     if data_folder:      # folder problems before anything heavy is loaded
-        from pudnet_jax import sources
-        sources.check_folder(data_folder)
+        task.check_folder(data_folder)
     from pudnet_jax.files import workdir_lock
     with workdir_lock(workdir):
-        _dispatch(mode, workdir, config, data_folder, baselines)
+        _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task)
 
 
-def _dispatch(mode, workdir, config, data_folder, baselines):
+def _task(workdir, config):
+    """The task module of the config, else of the workdir's saved config, else the default."""
+    from pudnet_jax import tasks
+    from pudnet_jax import workdir as workdir_lib
+    if config is None and os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+        config = workdir_lib.load_config(workdir)
+    return tasks.get(config.get('task', tasks.DEFAULT) if config is not None else tasks.DEFAULT)
+
+
+def _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task):
     from pudnet_jax import train
     from pudnet_jax import workdir as workdir_lib
-    saved = os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE))
-    if config is not None or saved:      # the task's own modes (tasks.*.MODES)
-        from pudnet_jax import tasks
-        name = (config or workdir_lib.load_config(workdir)).get('task', tasks.DEFAULT)
-        modes = tasks.get(name).MODES
-        if mode not in modes:
-            raise UserError(f"--mode={mode} is not available yet for config.task={name!r} "
-                            f"({', '.join(modes)} are).")
+    if mode not in task.MODES:           # the task's own modes (tasks.*.MODES)
+        name = task.__name__.rsplit('.', 1)[-1]
+        raise UserError(f"--mode={mode} is not available yet for config.task={name!r} "
+                        f"({', '.join(task.MODES)} are).")
     if mode == 'train':
         train.train_and_evaluate(config, workdir)
     elif mode == 'evaluate':
@@ -180,15 +191,12 @@ def _dispatch(mode, workdir, config, data_folder, baselines):
         results['checkpoint_step'] = step
         workdir_lib.write_results(results, workdir)
     elif mode == 'compare':
-        from pudnet_jax import compare
-        compare.run_compare(workdir, config)
+        task.compare(workdir, config)
     elif data_folder:
-        from pudnet_jax import predict
-        predict.predict_folder(workdir, data_folder, config,
-                               baselines=None if baselines else False)
+        task.predict_folder(workdir, data_folder, config, baselines=baselines,
+                            clean_folder=clean_folder)
     else:
-        from pudnet_jax import predict
-        predict.predict_and_save(workdir)
+        task.predict_and_save(workdir)
 
 
 def entry() -> None:

@@ -31,10 +31,11 @@ from pudnet_jax import baselines, controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import workdir as workdir_lib
+from pudnet_jax.tasks import classification
 
 TUNE_OFFSET, VAL_OFFSET = 100_000, 200_000   # in the validation role's group stream
 # The baselines (config.compare.methods); PudNet and its controls are always measured.
-METHODS = ('pretrained', 'protonet', 'adam', 'gc', 'finetune_pudnet', 'finetune_pretrained')
+METHODS = classification.COMPARE_METHODS
 time_to_reach = baselines.time_to_reach
 
 

@@ -234,7 +234,11 @@ def _check_compare(p: _Problems) -> None:
     methods = p.get('compare.methods')
     if methods is None:
         return
-    from pudnet_jax.compare import METHODS
+    from pudnet_jax import tasks
+    try:
+        METHODS = tasks.get(p.get('task') or tasks.DEFAULT).COMPARE_METHODS
+    except ValueError:
+        return          # an unknown task is reported by the trainer, naming the choices
     if (not isinstance(methods, (list, tuple)) or not methods
             or any(m not in METHODS for m in methods)):
         p.add('compare.methods', methods, f'must be a non-empty tuple of {METHODS}')

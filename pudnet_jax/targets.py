@@ -154,7 +154,7 @@ class N2VUNet(nn.Module):
 
 # Image-to-image targets (`TargetSpec.output == 'image'`) and the multiple of 2 their
 # height and width must be.
-IMAGE_TARGETS = {'unet_n2v': 2**4, 'unet_n2v_small': 2**2}
+IMAGE_TARGETS = {'unet_n2v': 2**4, 'unet_n2v_3': 2**3, 'unet_n2v_small': 2**2}
 
 TARGETS = {
     'convnet3': lambda width, momentum, dtype: ConvNet3(width=width, bn_momentum=momentum,
@@ -163,8 +163,10 @@ TARGETS = {
                                                       bn_momentum=momentum, dtype=dtype),
     'resnet34': lambda width, momentum, dtype: ResNet((3, 4, 6, 3), width=width,
                                                       bn_momentum=momentum, dtype=dtype),
-    # The authors' denoising UNet (depth 4), and a depth-2 one for CPU configs and tests.
+    # The authors' denoising UNet (depth 4), and depth-3 / depth-2 ones for CPU configs
+    # and tests.
     'unet_n2v': lambda width, momentum, dtype: N2VUNet(width, 4, momentum, dtype),
+    'unet_n2v_3': lambda width, momentum, dtype: N2VUNet(width, 3, momentum, dtype),
     'unet_n2v_small': lambda width, momentum, dtype: N2VUNet(width, 2, momentum, dtype),
 }
 

@@ -1,6 +1,7 @@
-"""The denoising task end to end on the offline digits (tiny): trains through the
-unchanged trainer with the Noise2Void loss and reports PSNR/SSIM beside
-the noisy input and the controls."""
+"""The denoising task end to end on scikit-image's photographs (tiny): trains through the
+unchanged trainer with the Noise2Void loss, resumes, reports PSNR/SSIM beside the noisy
+input and the controls (intra groups and whole photographs), and denoises a user's folder
+of noisy images with `--mode=predict --data`."""
 
 import jax
 import numpy as np
@@ -17,6 +18,8 @@ from pudnet_jax.tasks import denoising
 
 def _tiny():
     config = denoise.get_config()
+    config.data.image_size = 16
+    config.target.name = 'unet_n2v_small'
     config.target.width = 4
     config.model.sketch_dim = 8
     config.model.sketch_features = (4, 4, 4)
@@ -35,7 +38,7 @@ def test_groups_are_seeded_and_the_loss_reads_only_masked_pixels():
     a = sampler.episodes(sampler.sample_indices(3, 2))
     b = sampler.episodes(sampler.sample_indices(3, 2))
     np.testing.assert_array_equal(a.noisy, b.noisy)
-    assert a.noisy.shape == (2, 6, 28, 28, 1) and a.clean.min() >= 0 and a.clean.max() <= 1
+    assert a.noisy.shape == (2, 6, 16, 16, 1) and a.clean.min() >= 0 and a.clean.max() <= 1
     assert abs(float(np.std(a.noisy - a.clean)) - 25 / 255) < 0.01
     # Per group: normalised to mean 0, std 1 per channel.
     x = np.asarray(denoising.sketch_images(a))
@@ -53,23 +56,82 @@ def test_groups_are_seeded_and_the_loss_reads_only_masked_pixels():
     assert float(l1) == float(l2) and float(parts1['psnr']) != float(parts2['psnr'])
 
 
-def test_denoising_trains_and_reports_beside_its_controls(tmp_path, capsys):
+def _noisy_folder(tmp_path):
+    """Two noisy photographs (one RGB, converted to the run's gray) and their clean ones."""
+    from PIL import Image
+    from skimage import data
+    noisy, clean = tmp_path / 'noisy', tmp_path / 'clean'
+    noisy.mkdir(), clean.mkdir()
+    rng = np.random.default_rng(0)
+    for name, image in (('coins', data.coins()[:64, :80]), ('rocket', data.rocket()[:48, :60])):
+        gray = np.asarray(Image.fromarray(image).convert('L'))
+        Image.fromarray(gray).save(clean / f'{name}.png')
+        x = np.clip(image / 255.0 + 25 / 255 * rng.standard_normal(image.shape), 0, 1)
+        Image.fromarray(np.round(x * 255).astype(np.uint8)).save(noisy / f'{name}.jpg'
+                                                                 if name == 'rocket' else
+                                                                 noisy / f'{name}.png')
+    return str(noisy), str(clean)
+
+
+def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys):
     config = _tiny()
-    workdir = str(tmp_path / 'run')      # (resumption of any task: tests/test_tasks.py)
+    workdir = str(tmp_path / 'run')
+    config.train.num_train_steps = 2
+    train_lib.train_and_evaluate(config, workdir)
+    config = _tiny()                     # resumes at step 2 (resumption: tests/test_tasks.py)
     results = train_lib.train_and_evaluate(config, workdir)
     assert results['train_steps'] == 4 and results['task'] == 'denoising'
     out = capsys.readouterr().out
-    assert 'noisy input' in out and 'mean-sketch UNet' in out
-    for row in (results, results['noisy'], results['controls']['untrained'],
-                results['controls']['mean_sketch']):
+    assert 'noisy input' in out and 'mean-sketch UNet' in out and 'Pretrained-N2V' in out
+    controls = results['controls']
+    for row in (results, results['noisy'], controls['untrained'], controls['mean_sketch'],
+                controls['pretrained_n2v']):
         assert np.isfinite(row['psnr']) and 0 < row['ssim'] <= 1
     np.testing.assert_allclose(results['conditioning_gain_db'],
-                               results['psnr'] - results['controls']['mean_sketch']['psnr'],
-                               atol=1e-9)
+                               results['psnr'] - controls['mean_sketch']['psnr'], atol=1e-9)
+    np.testing.assert_allclose(results['gain_over_pretrained_n2v_db'],
+                               results['psnr'] - controls['pretrained_n2v']['psnr'], atol=1e-9)
+    assert results['predict_seconds'] > 0 and results['denoise_seconds'] > 0
     # The noisy row is the noisy input's own PSNR: σ = 25 on [0, 1] data, clipped output.
     assert 18 < results['noisy']['psnr'] < 26
+    # Whole held-out photographs (camera 512x512, chelsea 300x451: padded, cropped back).
+    full = results['full_images']
+    assert sorted(full) == ['camera', 'chelsea'] and full['chelsea']['shape'] == [300, 451, 1]
+    assert 18 < full['camera']['noisy']['psnr'] < 23
+    # The control was trained once and is reused by --mode=evaluate (same figures).
+    from pudnet_jax.tasks.denoising import pretrained
+    assert pretrained.load(workdir) is not None
     _, _, spec, _ = workdir_lib.restore_hypernet(workdir)
     assert spec.output == 'image'
-    with pytest.raises(UserError, match="--mode=predict is not available yet for "
-                                        "config.task='denoising'"):
+
+    noisy, clean = _noisy_folder(tmp_path)
+    report = denoising.predict_folder(workdir, noisy, None, clean_folder=clean)
+    assert [r['file'] for r in report['images']] == ['coins.png', 'rocket.jpg']
+    from PIL import Image
+    out = np.asarray(Image.open(tmp_path / 'run' / 'predictions' / report['output'].split('/')[-1]
+                                / 'denoised' / 'rocket.png'))
+    assert out.shape == (48, 60)        # the image's own size, gray like the run
+    for r in report['images']:
+        assert np.isfinite(r['psnr']) and 15 < r['psnr_noisy'] < 25
+    # The saved UNet (reloaded from disk) is the predicted one: the same output.
+    from pudnet_jax import predict as predict_lib
+    from pudnet_jax.tasks.denoising import evaluation
+    from pudnet_jax.tasks.denoising import predict as denoise_predict
+    from pudnet_jax import sources
+    _, variables, meta = predict_lib.load_variables(report['network'])
+    assert meta['target'] == 'unet_n2v_small' and meta['task'] == 'denoising'
+    _, model, spec, hyper_vars = workdir_lib.restore_hypernet(workdir)
+    images = sources.load_unlabelled(noisy, None, 1)
+    tiles = denoise_predict.sketch_tiles(
+        [(n, im / np.float32(255)) for n, im in zip(images.files, images.images)], 16, 1024)
+    assert meta['sketch_tiles'] == len(tiles) == 4 * 5 + 3 * 3
+    expected = evaluation.Predictor(model, hyper_vars, spec).params(tiles)
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(variables['params'])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(UserError, match='needs --data'):
         cli.run('predict', workdir, None, None, True)
+    other = tmp_path / 'other'
+    other.mkdir()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(other / 'x.png')
+    with pytest.raises(UserError, match="no image named like 'coins.png'"):
+        cli.run('predict', workdir, None, noisy, True, str(other))

@@ -115,5 +115,5 @@ def test_a_denoising_config_with_a_feature_extractor_is_refused():
     config.target.name = 'convnet3'
     with pytest.raises(UserError, match=r"config.target.name='convnet3': is a feature "
                                         r"extractor; denoising needs one of \['unet_n2v', "
-                                        r"'unet_n2v_small'\]"):
+                                        r"'unet_n2v_3', 'unet_n2v_small'\]"):
         config_check.validate(config)

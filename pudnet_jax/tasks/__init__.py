@@ -21,8 +21,14 @@ trainers pick their task module). `train.py` knows no task; a task module suppli
     TARGET_OUTPUT                        'features' or 'image': the targets it can train
                                          (`TargetSpec.output`; checked by `config_check`)
     MODES                                the `--mode`s it supports (train, evaluate, ...)
+    check_folder(folder)                 --data: refuse a folder of the wrong layout early
+    predict_folder(workdir, folder, config, baselines, clean_folder)   --mode=predict --data
+    predict_and_save(workdir)            --mode=predict without --data
+    compare(workdir, config)             --mode=compare: PudNet against baselines
+    COMPARE_METHODS                      the baselines `config.compare.methods` may name
 
-Adding a task is adding a module here and its name to `TASKS`.
+Adding a task is adding a module (or a package: `denoising/`) here and its name to
+`TASKS`.
 """
 
 from __future__ import annotations

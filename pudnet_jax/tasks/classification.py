@@ -28,6 +28,8 @@ PARAM_NAMES = ('full_head', 'log_tau')
 PROGRESS = ('accuracy', 'episode acc')
 TARGET_OUTPUT = 'features'
 MODES = ('train', 'evaluate', 'predict', 'compare')
+COMPARE_METHODS = ('pretrained', 'protonet', 'adam', 'gc', 'finetune_pudnet',
+                   'finetune_pretrained')      # compare.METHODS
 
 
 class Params(nn.Module):
@@ -193,3 +195,29 @@ def gather_episodes(images, indices: data_lib.EpisodeIndices) -> data_lib.Episod
     """Inside the jitted step (config.train.input='device'): the episodes of `indices`
     gathered from the uint8 pool on the device, normalised as on the host."""
     return data_lib.gather_episodes(images, indices, jnp.asarray(data_lib.normalization_table()))
+
+
+# ----------------------------------------------------------------------------- other modes
+
+def check_folder(folder: str) -> None:
+    """--data: a folder with one subfolder of images per class."""
+    sources.check_folder(folder)
+
+
+def predict_folder(workdir, folder, config=None, baselines=True, clean_folder=None):
+    from pudnet_jax import predict
+    from pudnet_jax.errors import UserError
+    if clean_folder:
+        raise UserError('--clean=<folder> goes with a denoising workdir (config.task='
+                        "'denoising'); this one classifies.")
+    return predict.predict_folder(workdir, folder, config, baselines=None if baselines else False)
+
+
+def predict_and_save(workdir):
+    from pudnet_jax import predict
+    return predict.predict_and_save(workdir)
+
+
+def compare(workdir, config):
+    from pudnet_jax import compare as compare_lib
+    return compare_lib.run_compare(workdir, config)

@@ -27,17 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metrics as clu_metrics
 
-from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import metrics, noise
-from pudnet_jax.hypernet import PudNet
 from pudnet_jax.tasks import classification
-from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, random_init_params
+from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 PARAM_NAMES = ()
 PROGRESS = ('psnr', 'PSNR (masked input, vs clean)')
 TARGET_OUTPUT = 'image'
-MODES = ('train', 'evaluate')
+MODES = ('train', 'evaluate', 'predict', 'compare')
+COMPARE_METHODS = ('finetune_pudnet', 'adam', 'gc', 'classical')
 EPS = 1e-6
 
 
@@ -111,7 +110,7 @@ def make_sampler(config, loaded) -> GroupSampler:
 
 
 def check(config, loaded, spec: TargetSpec) -> None:
-    _eval_sampler(config, loaded.pool)
+    eval_sampler(config, loaded.pool)
 
 
 def sketch_images(batch: NoisyGroups):
@@ -152,13 +151,27 @@ def record(config, loaded, workdir) -> None:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _eval_sampler(config, pool) -> data_lib.EpisodeSampler:
+def evaluate(config, model, spec, hyper_vars, loaded, workdir) -> dict:
+    from pudnet_jax.tasks.denoising import evaluation
+    return evaluation.evaluate(config, model, spec, hyper_vars, loaded, workdir)
+
+
+def summary_scalars(results: dict) -> dict:
+    from pudnet_jax.tasks.denoising import evaluation
+    return evaluation.summary_scalars(results)
+
+
+def eval_sampler(config, pool, classes=None, seed=None, what='denoising test groups'):
+    """Groups of `eval.ways` x `eval.shots` images of `classes` (the test classes)."""
     e = config.eval
-    return data_lib.EpisodeSampler(pool, config.data.test_classes, e.ways, e.shots, 0,
-                                   seed=e.seed, what='denoising test groups')
+    return data_lib.EpisodeSampler(pool, config.data.test_classes if classes is None else classes,
+                                   e.ways, e.shots, 0, seed=e.seed if seed is None else seed,
+                                   what=what)
 
 
-def _denoise_fn(spec: TargetSpec):
+def denoise_fn(spec: TargetSpec):
+    """jit: (UNet params, noisy group (n, H, W, C)) → the denoised group: normalised by the
+    group's statistics, the UNet with BatchNorm statistics of the group, restored."""
     @jax.jit
     def denoise(params, noisy):
         mu, s = group_stats(noisy)
@@ -167,81 +180,25 @@ def _denoise_fn(spec: TargetSpec):
     return denoise
 
 
-def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdir) -> dict:
-    e = config.eval
-    pool = loaded.pool
-    sampler = _eval_sampler(config, pool)
-    encode = jax.jit(lambda hv, x: model.apply(hv, x, train=False, method=PudNet.encode).mean(0))
-    generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
-    denoise = _denoise_fn(spec)
-    # The mean-sketch control: the mean sketch of training groups (seeded, fixed).
-    train_groups = data_lib.EpisodeSampler(pool, config.data.train_classes, e.ways, e.shots, 0,
-                                           seed=e.seed + 1, what='mean-sketch groups')
-    sketches = []
-    for g in range(max(1, int(e.mean_sketch_images) // (e.ways * e.shots))):
-        _, noisy = noisy_group(train_groups, g, config.noise.sigma, (e.seed, 3, g))
-        sketches.append(encode(hyper_vars, normalize(noisy)))
-    mean_params = generate(hyper_vars, jnp.mean(jnp.stack(sketches), axis=0))
-    untrained = [random_init_params(spec, e.seed + 100 + i) for i in range(e.untrained_seeds)]
+# ----------------------------------------------------------------------------- other modes
 
-    rows = {k: ([], []) for k in ('pudnet', 'noisy', 'untrained', 'mean_sketch')}
-
-    def scores(clean, out) -> tuple[float, float]:
-        """The group's mean PSNR and SSIM."""
-        return (float(np.mean(metrics.psnr(clean, out))),
-                float(np.mean(np.asarray(metrics.ssim_jax(clean, out)))))
-
-    def add(name, psnr_ssim):
-        rows[name][0].append(float(psnr_ssim[0]))
-        rows[name][1].append(float(psnr_ssim[1]))
-
-    for g in range(e.groups):
-        clean, noisy = noisy_group(sampler, g, config.noise.sigma, (e.seed, 4, g))
-        params = generate(hyper_vars, encode(hyper_vars, normalize(noisy)))
-        add('pudnet', scores(clean, denoise(params, noisy)))
-        add('noisy', scores(clean, noisy))
-        add('mean_sketch', scores(clean, denoise(mean_params, noisy)))
-        # The untrained control of a group: the mean over its initialisations.
-        add('untrained', np.mean([scores(clean, denoise(p, noisy)) for p in untrained], axis=0))
-
-    def summary(name):
-        p, s = rows[name]
-        (pm, pc), (sm, sc) = controls.mean_ci95(p), controls.mean_ci95(s)
-        return {'psnr': pm, 'psnr_ci95': pc, 'ssim': sm, 'ssim_ci95': sc}
-
-    paired = lambda a, b: controls.mean_ci95(np.asarray(rows[a][0]) - np.asarray(rows[b][0]))
-    gain, gain_ci = paired('pudnet', 'mean_sketch')
-    over, over_ci = paired('pudnet', 'untrained')
-    results = dict(summary('pudnet'), task='denoising', target=spec.name,
-                   dataset=config.data.name, sigma=float(config.noise.sigma),
-                   groups=int(e.groups), images_per_group=int(e.ways * e.shots),
-                   noisy=summary('noisy'),
-                   controls={'untrained': dict(summary('untrained'), networks=len(untrained)),
-                             'mean_sketch': dict(summary('mean_sketch'),
-                                                 sketches=len(sketches))},
-                   conditioning_gain_db=gain, conditioning_gain_db_ci95=gain_ci,
-                   gain_over_untrained_db=over, gain_over_untrained_db_ci95=over_ci)
-    print(format_results(results))
-    return results
+def check_folder(folder: str) -> None:
+    """--data: a folder of noisy images (no class subfolders)."""
+    from pudnet_jax.tasks.denoising import predict
+    predict.check_folder(folder)
 
 
-def format_results(r: dict) -> str:
-    row = lambda name, d: (f"{name:<24}{d['psnr']:7.2f} ± {d['psnr_ci95']:.2f} dB   "
-                           f"SSIM {d['ssim']:.4f} ± {d['ssim_ci95']:.4f}")
-    lines = [f"Denoising, σ = {r['sigma']:g}, {r['groups']} groups of {r['images_per_group']} "
-             f"held-out images ({r['dataset']}, {r['target']}):",
-             row('PudNet', r), row('noisy input', r['noisy']),
-             row('untrained UNet', r['controls']['untrained']),
-             row('mean-sketch UNet', r['controls']['mean_sketch']),
-             f"conditioning gain (vs mean sketch) {r['conditioning_gain_db']:+.2f} ± "
-             f"{r['conditioning_gain_db_ci95']:.2f} dB; over untrained "
-             f"{r['gain_over_untrained_db']:+.2f} ± {r['gain_over_untrained_db_ci95']:.2f} dB"]
-    return '\n'.join(lines)
+def predict_folder(workdir, folder, config=None, baselines=True, clean_folder=None):
+    from pudnet_jax.tasks.denoising import predict
+    return predict.predict_folder(workdir, folder, config, clean_folder=clean_folder)
 
 
-def summary_scalars(results: dict) -> dict:
-    return {'eval/psnr': results['psnr'], 'eval/ssim': results['ssim'],
-            'eval/noisy_psnr': results['noisy']['psnr'],
-            'eval/untrained_psnr': results['controls']['untrained']['psnr'],
-            'eval/mean_sketch_psnr': results['controls']['mean_sketch']['psnr'],
-            'eval/conditioning_gain_db': results['conditioning_gain_db']}
+def predict_and_save(workdir):
+    from pudnet_jax.errors import UserError
+    raise UserError('--mode=predict with a denoising workdir needs --data=<folder of noisy '
+                    'images> (and optionally --clean=<folder of the clean ones>).')
+
+
+def compare(workdir, config):
+    from pudnet_jax.tasks.denoising import comparison
+    return comparison.run_compare(workdir, config)
