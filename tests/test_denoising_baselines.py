@@ -129,7 +129,7 @@ def test_fine_tuning_starts_from_the_given_params(adam, scratch, group):
 
 
 def test_learning_rate_choice_reads_the_validation_groups(adam):
-    clean = _smooth_group(8, 16, seed=4)
+    clean = _smooth_group(16, 16, seed=4)     # the group shape compiled already
     val = [(clean, noise.add_gaussian_noise(clean, 25, (4,)))]
     lr, table = baselines.choose_learning_rate(adam, val, epochs=3, seed=0)
     assert set(table) == {3e-4, 1e-3, 3e-3} and lr == max(table, key=table.get)

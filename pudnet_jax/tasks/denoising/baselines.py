@@ -20,11 +20,13 @@ as PudNet's prediction is (`denoising._denoise_fn`: BatchNorm statistics of the 
 noisy group, output denormalised).
 """
 
+import functools
 import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import logging
@@ -250,21 +252,15 @@ def choose_learning_rate(trainer: N2VTrainer, val_groups, epochs: int, seed: int
 
 # ----------------------------------------------------------------------------- Pretrained-N2V
 
-def pretrain_n2v(config, spec: TargetSpec, sampler, steps: int, seed: int
-                 ) -> tuple[dict, float]:
-    """Pretrained-N2V: one UNet of `spec` (`random_init_params(spec, seed)`) trained with
-    the task's episode loss on the groups PudNet trains on: `sampler` is the task's
-    `GroupSampler`, step s takes `sampler.sample_indices(s, config.train.episodes_per_step)`
-    (the same groups, noise and mask keys as PudNet's step s); the loss is the mean over
-    those episodes. Adam at config.train.learning_rate (b1, b2 of config.train).
-
-    Returns (params in the layout `apply_with_dataset_stats` takes, training seconds
-    including compilation of the step)."""
-    t = config.train
-    episode_loss = denoising.make_episode_loss(config, spec)
-    tx = optax.adam(t.learning_rate, b1=t.b1, b2=t.b2)
-    params = random_init_params(spec, seed)
-    opt_state = tx.init(params)
+@functools.lru_cache(maxsize=8)
+def _pretrain_step(spec: TargetSpec, fraction: float, radius: int, lr: float, b1: float,
+                   b2: float):
+    """The jitted Pretrained-N2V step and its optimiser (cached: a second run with the same
+    settings, e.g. another seed, does not compile again)."""
+    noise_config = ml_collections.ConfigDict({'noise': {'mask_fraction': fraction,
+                                                        'mask_radius': radius}})
+    episode_loss = denoising.make_episode_loss(noise_config, spec)
+    tx = optax.adam(lr, b1=b1, b2=b2)
 
     @jax.jit
     def step(params, opt_state, batch):
@@ -276,7 +272,26 @@ def pretrain_n2v(config, spec: TargetSpec, sampler, steps: int, seed: int
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
+    return step, tx
 
+
+def pretrain_n2v(config, spec: TargetSpec, sampler, steps: int, seed: int
+                 ) -> tuple[dict, float]:
+    """Pretrained-N2V: one UNet of `spec` (`random_init_params(spec, seed)`) trained with
+    the task's episode loss (`denoising.make_episode_loss`) on the groups PudNet trains
+    on: `sampler` is the task's `GroupSampler`, step s takes
+    `sampler.sample_indices(s, config.train.episodes_per_step)` (the same groups, noise
+    and mask keys as PudNet's step s); the loss is the mean over those episodes. Adam at
+    config.train.learning_rate (b1, b2 of config.train), no schedule.
+
+    Returns (params in the layout `apply_with_dataset_stats` takes, training seconds
+    including the step's compilation, initialisation excluded)."""
+    t = config.train
+    step, tx = _pretrain_step(spec, float(config.noise.mask_fraction),
+                              int(config.noise.mask_radius), float(t.learning_rate),
+                              float(t.b1), float(t.b2))
+    params = random_init_params(spec, seed)
+    opt_state = tx.init(params)
     every = max(1, steps // 10)
     t0 = time.perf_counter()
     for s in range(1, steps + 1):
