@@ -284,8 +284,9 @@ def pretrain_n2v(config, spec: TargetSpec, sampler, steps: int, seed: int
     and mask keys as PudNet's step s); the loss is the mean over those episodes. Adam at
     config.train.learning_rate (b1, b2 of config.train), no schedule.
 
-    Returns (params in the layout `apply_with_dataset_stats` takes, training seconds
-    including the step's compilation, initialisation excluded)."""
+    Returns (params in the layout `apply_with_dataset_stats` takes, training seconds:
+    the step's compilation included on the first run with these settings, not on later
+    ones (cached); the initialisation excluded)."""
     t = config.train
     step, tx = _pretrain_step(spec, float(config.noise.mask_fraction),
                               int(config.noise.mask_radius), float(t.learning_rate),
