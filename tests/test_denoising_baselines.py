@@ -118,7 +118,7 @@ def test_fine_tuning_starts_from_the_given_params(adam, scratch, group):
     clean, noisy = group
     given = scratch['params']
     c = adam.curve(clean, noisy, 1e-3, (0, 1), seed=5, init_params=given)
-    expected = baselines.score(clean, denoising._denoise_fn(adam.spec)(given, noisy))
+    expected = baselines.score(clean, denoising.denoise_fn(adam.spec)(given, noisy))
     assert c['psnr'][0] == pytest.approx(expected[0], abs=1e-9)
     assert c['psnr'][0] == pytest.approx(scratch['psnr'][-1], abs=1e-6)
     assert c['ssim'][0] == pytest.approx(expected[1], abs=1e-6)
@@ -159,5 +159,5 @@ def test_pretrained_n2v_lowers_the_loss_and_is_deterministic():
     before, after = mean_loss(random_init_params(spec, 0)), mean_loss(params)
     assert after < 0.8 * before, (before, after)
     # The layout apply_with_dataset_stats takes (the task's denoiser runs on it).
-    out = denoising._denoise_fn(spec)(params, jnp.asarray(held.noisy[0]))
+    out = denoising.denoise_fn(spec)(params, jnp.asarray(held.noisy[0]))
     assert out.shape == held.noisy[0].shape and np.all(np.isfinite(np.asarray(out)))

@@ -127,15 +127,22 @@ class Metrics(clu_metrics.Collection):
     psnr: clu_metrics.Average.from_output('psnr')
 
 
+def n2v_loss(spec: TargetSpec, params, x, key, fraction: float, radius: int):
+    """(loss, output) on normalised images x (n, H, W, C): the UNet on the
+    Noise2Void-masked x (BatchNorm statistics of that input), the mean squared error at
+    the masked pixels only. The loss of PudNet's training, of Pretrained-N2V and of the
+    Noise2Void baselines."""
+    masked, mask = noise.n2v_mask(key, x, fraction, radius)
+    out, _, _ = apply_with_dataset_stats(spec, params, masked)
+    return jnp.sum(mask * jnp.square(out - x)) / jnp.maximum(jnp.sum(mask), 1.0), out
+
+
 def make_episode_loss(config, spec: TargetSpec):
     fraction, radius = float(config.noise.mask_fraction), int(config.noise.mask_radius)
 
     def episode_loss(task_params, generated, ep: NoisyGroups):
         mu, s = group_stats(ep.noisy)
-        x = (ep.noisy - mu) / s
-        masked, mask = noise.n2v_mask(ep.mask_keys, x, fraction, radius)
-        out, _, _ = apply_with_dataset_stats(spec, generated, masked)
-        loss = jnp.sum(mask * jnp.square(out - x)) / jnp.maximum(jnp.sum(mask), 1.0)
+        loss, out = n2v_loss(spec, generated, (ep.noisy - mu) / s, ep.mask_keys, fraction, radius)
         psnr = jnp.mean(metrics.psnr_jax(ep.clean, out * s + mu))
         return loss, {'loss': loss, 'psnr': psnr}
     return episode_loss

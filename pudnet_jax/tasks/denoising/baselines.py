@@ -16,7 +16,7 @@ noise as PudNet. Pixel scale [0, 1]; noisy images unclipped; outputs clipped to 
 The loss is the task's: the group normalised by its per-channel mean and std
 (`denoising.group_stats`), Noise2Void-masked (`noise.n2v_mask`, fresh keys each step),
 the MSE at the masked pixels, BatchNorm statistics of the batch. A trained UNet is scored
-as PudNet's prediction is (`denoising._denoise_fn`: BatchNorm statistics of the whole
+as PudNet's prediction is (`denoising.denoise_fn`: BatchNorm statistics of the whole
 noisy group, output denormalised).
 """
 
@@ -31,9 +31,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from pudnet_jax import metrics, noise
 from pudnet_jax.baselines import init_opt_state, make_optimizer
-from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, random_init_params
+from pudnet_jax.targets import TargetSpec, random_init_params
 from pudnet_jax.tasks import denoising
 
 # ----------------------------------------------------------------------------- classical
@@ -120,19 +119,10 @@ def classical(noisy: np.ndarray, sigma: float, methods: Sequence[str] = CLASSICA
 
 # ----------------------------------------------------------------------------- N2V training
 
-def _n2v_loss(spec: TargetSpec, params, x, key, fraction: float, radius: int):
-    """The task's loss on normalised images x (n, H, W, C): the MSE at the masked pixels
-    of the Noise2Void-masked input, BatchNorm statistics of x itself."""
-    masked, mask = noise.n2v_mask(key, x, fraction, radius)
-    out, _, _ = apply_with_dataset_stats(spec, params, masked)
-    return jnp.sum(mask * jnp.square(out - x)) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
 def score(clean, output) -> tuple[float, float]:
     """A group's mean PSNR and SSIM (the evaluation's metrics)."""
-    return (float(np.mean(metrics.psnr(clean, output))),
-            float(np.mean(np.asarray(metrics.ssim_jax(jnp.asarray(clean),
-                                                      jnp.asarray(output))))))
+    from pudnet_jax.tasks.denoising import evaluation
+    return evaluation.scores(clean, output)
 
 
 class N2VTrainer:
@@ -153,13 +143,13 @@ class N2VTrainer:
 
         def step(params, opt_state, x_all, idx, key):
             loss, grads = jax.value_and_grad(
-                lambda p: _n2v_loss(spec, p, x_all[idx], key, fraction, radius))(params)
+                lambda p: denoising.n2v_loss(spec, p, x_all[idx], key, fraction, radius)[0])(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
         self._step = jax.jit(step)
         self._compiled = {}            # group shape -> (compiled step, compile seconds)
-        self.denoise = denoising._denoise_fn(spec)
+        self.denoise = denoising.denoise_fn(spec)
 
     def compiled_step(self, params, opt_state, x_all):
         """The step compiled for this group shape (once); returns (step, compile seconds,
@@ -236,13 +226,19 @@ class N2VTrainer:
 
 def choose_learning_rate(trainer: N2VTrainer, val_groups, epochs: int, seed: int,
                          learning_rates: Sequence[float] = (3e-4, 1e-3, 3e-3),
-                         init_params: dict | None = None) -> tuple[float, dict]:
+                         init_params=None) -> tuple[float, dict]:
     """The learning rate of `learning_rates` whose run gives the best mean PSNR after
     `epochs` epochs on `val_groups`, a list of (clean, noisy) groups of validation classes
-    (never test groups). Returns (lr, {lr: mean validation PSNR})."""
+    (never test groups); `init_params`: None (scratch), UNet params, or a function of the
+    noisy group giving them (fine-tuning PudNet's prediction for that group). A single
+    learning rate, or no validation group, is returned as it is. Returns (lr, {lr: mean
+    validation PSNR})."""
+    if len(learning_rates) == 1 or not val_groups:
+        return float(learning_rates[0]), {}
+    init = init_params if callable(init_params) else (lambda noisy: init_params)
     table = {}
     for lr in learning_rates:
-        psnrs = [trainer.curve(clean, noisy, lr, (epochs,), seed + g, init_params)['psnr'][-1]
+        psnrs = [trainer.curve(clean, noisy, lr, (epochs,), seed + g, init(noisy))['psnr'][-1]
                  for g, (clean, noisy) in enumerate(val_groups)]
         table[float(lr)] = float(np.mean(psnrs))
         logging.info('N2V %s lr %g: validation PSNR %.2f dB after %d epochs (%d groups).',

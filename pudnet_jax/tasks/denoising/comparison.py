@@ -153,8 +153,9 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
             spec, opt, int(c.batch_size), float(config.noise.mask_fraction),
             int(config.noise.mask_radius)))
         milestones = tuple(int(m) for m in milestones)
-        init = (lambda noisy: predictor.params(noisy)) if from_pudnet else (lambda noisy: None)
-        lr, table = _choose_lr(trainer, tune, milestones[-1], lrs, init, name)
+        lr, table = baselines.choose_learning_rate(
+            trainer, tune, milestones[-1], TUNE_SEED, tuple(lrs),
+            predictor.params if from_pudnet else None)
         progress = compare_lib.Progress(name, len(test))
         per_group = []
         for g, (clean, noisy) in enumerate(test):
@@ -227,20 +228,6 @@ def _pretrained_meta(workdir) -> dict:
         return {}
     with open(path) as f:
         return json.load(f)
-
-
-def _choose_lr(trainer, tune, epochs, lrs, init, name):
-    if len(lrs) == 1 or not tune:
-        return float(lrs[0]), {}
-    table = {}
-    for lr in lrs:
-        psnrs = [trainer.curve(cl, ny, lr, (epochs,), TUNE_SEED + g, init(ny))['psnr'][-1]
-                 for g, (cl, ny) in enumerate(tune)]
-        table[float(lr)] = float(np.mean(psnrs))
-    best = max(table, key=table.get)
-    logging.info('%s: learning rate by validation PSNR %s -> %g', name,
-                 {f'{k:g}': round(v, 2) for k, v in table.items()}, best)
-    return best, table
 
 
 def _speedup(curves, pudnet_psnr, pudnet_seconds, noisy_psnr) -> dict:

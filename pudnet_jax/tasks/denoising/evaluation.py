@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from pudnet_jax import controls, metrics, noise
-from pudnet_jax import data as data_lib
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, random_init_params
 from pudnet_jax.tasks import denoising as task
