@@ -135,3 +135,49 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(other / 'x.png')
     with pytest.raises(UserError, match="no image named like 'coins.png'"):
         cli.run('predict', workdir, None, noisy, True, str(other))
+
+
+def _shrink_denoise(config):
+    """A paper preset at test size: 16x16, the depth-2 UNet, one step, one group."""
+    config.data.image_size = 16
+    config.target.name, config.target.width = 'unet_n2v_small', 4
+    config.model.sketch_dim, config.model.sketch_features = 8, (4, 4, 4)
+    t = config.train
+    t.ways, t.shots, t.num_train_steps, t.log_every, t.checkpoint_every = 2, 2, 1, 1, 1
+    e = config.eval
+    e.ways, e.shots, e.groups, e.untrained_seeds, e.mean_sketch_images = 2, 2, 1, 1, 4
+    if e.get('protocol') == 'inter':
+        e.group_size, e.per_class = 4, 2
+    return config
+
+
+def test_paper_denoising_presets_under_mock_data(tmp_path):
+    """ImageNet-1K (intra) trains and evaluates; the inter-dataset configs evaluate that
+    workdir on TFDS targets; every preset is a valid config."""
+    tfds = pytest.importorskip('tensorflow_datasets')
+    from configs import denoise_imagenet1k, denoise_inter
+    from pudnet_jax import config_check
+    for sigma in ('25', '50', '75'):
+        config = denoise_imagenet1k.get_config(sigma)
+        config_check.validate(config)
+        assert config.noise.sigma == float(sigma) and config.target.name == 'unet_n2v'
+    for target in denoise_inter.TARGETS:
+        config_check.validate(denoise_inter.get_config(f'{target},50'))
+    with pytest.raises(ValueError, match='σ in'):
+        denoise_imagenet1k.get_config('30')
+    workdir = str(tmp_path / 'in1k')
+    with tfds.testing.mock_data(num_examples=8000):
+        config = _shrink_denoise(denoise_imagenet1k.get_config('50'))
+        config.data.cache_dir = str(tmp_path / 'cache')
+        results = train_lib.train_and_evaluate(config, workdir)
+        assert results['dataset'] == 'imagenet2012' and results['sigma'] == 50.0
+        assert results['protocol'] == 'intra' and np.isfinite(results['psnr'])
+        for target in ('cifar10', 'dtd'):
+            config = _shrink_denoise(denoise_inter.get_config(f'{target},50'))
+            config.data.cache_dir = str(tmp_path / 'cache')
+            cli.run('evaluate', workdir, config, None)
+            r = workdir_lib.load_results(workdir) if hasattr(workdir_lib, 'load_results') else \
+                __import__('json').load(open(f'{workdir}/results.json'))
+            assert r['protocol'] == 'inter' and r['dataset'] == target
+            assert r['pool'] == 'imagenet2012' and r['images_per_group'] == 4
+            assert 0 < r['noisy']['ssim'] <= 1 and np.isfinite(r['psnr'])

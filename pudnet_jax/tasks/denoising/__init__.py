@@ -110,7 +110,12 @@ def make_sampler(config, loaded) -> GroupSampler:
 
 
 def check(config, loaded, spec: TargetSpec) -> None:
-    eval_sampler(config, loaded.pool)
+    loss_kind(config)
+    if config.eval.get('protocol') == 'inter':
+        from pudnet_jax.tasks.denoising import evaluation
+        evaluation.inter_images(config)       # the target loads, and has a group's images
+    else:
+        eval_sampler(config, loaded.pool)
 
 
 def sketch_images(batch: NoisyGroups):
@@ -127,22 +132,36 @@ class Metrics(clu_metrics.Collection):
     psnr: clu_metrics.Average.from_output('psnr')
 
 
-def n2v_loss(spec: TargetSpec, params, x, key, fraction: float, radius: int):
+LOSSES = ('mse', 'l1')
+
+
+def n2v_loss(spec: TargetSpec, params, x, key, fraction: float, radius: int,
+             kind: str = 'mse'):
     """(loss, output) on normalised images x (n, H, W, C): the UNet on the
-    Noise2Void-masked x (BatchNorm statistics of that input), the mean squared error at
-    the masked pixels only. The loss of PudNet's training, of Pretrained-N2V and of the
-    Noise2Void baselines."""
+    Noise2Void-masked x (BatchNorm statistics of that input), the mean squared (`kind`
+    'mse') or absolute ('l1', the authors' code) error at the masked pixels only. The loss
+    of PudNet's training, of Pretrained-N2V and of the Noise2Void baselines."""
     masked, mask = noise.n2v_mask(key, x, fraction, radius)
     out, _, _ = apply_with_dataset_stats(spec, params, masked)
-    return jnp.sum(mask * jnp.square(out - x)) / jnp.maximum(jnp.sum(mask), 1.0), out
+    err = jnp.square(out - x) if kind == 'mse' else jnp.abs(out - x)
+    return jnp.sum(mask * err) / jnp.maximum(jnp.sum(mask), 1.0), out
+
+
+def loss_kind(config) -> str:
+    kind = config.noise.get('loss', 'mse')
+    if kind not in LOSSES:
+        raise ValueError(f'config.noise.loss={kind!r}: must be one of {LOSSES}.')
+    return kind
 
 
 def make_episode_loss(config, spec: TargetSpec):
     fraction, radius = float(config.noise.mask_fraction), int(config.noise.mask_radius)
+    kind = loss_kind(config)
 
     def episode_loss(task_params, generated, ep: NoisyGroups):
         mu, s = group_stats(ep.noisy)
-        loss, out = n2v_loss(spec, generated, (ep.noisy - mu) / s, ep.mask_keys, fraction, radius)
+        loss, out = n2v_loss(spec, generated, (ep.noisy - mu) / s, ep.mask_keys, fraction,
+                             radius, kind)
         psnr = jnp.mean(metrics.psnr_jax(ep.clean, out * s + mu))
         return loss, {'loss': loss, 'psnr': psnr}
     return episode_loss

@@ -132,7 +132,7 @@ class N2VTrainer:
     group shape serves every learning rate, seed and initialisation."""
 
     def __init__(self, spec: TargetSpec, optimizer: str = 'gc', batch_size: int = 8,
-                 mask_fraction: float = 0.1, mask_radius: int = 2):
+                 mask_fraction: float = 0.1, mask_radius: int = 2, loss: str = 'mse'):
         if spec.output != 'image':
             raise ValueError(f'N2VTrainer trains an image-to-image target; {spec.name!r} '
                              f'is a feature extractor.')
@@ -143,7 +143,7 @@ class N2VTrainer:
 
         def step(params, opt_state, x_all, idx, key):
             loss, grads = jax.value_and_grad(
-                lambda p: denoising.n2v_loss(spec, p, x_all[idx], key, fraction, radius)[0])(params)
+                lambda p: denoising.n2v_loss(spec, p, x_all[idx], key, fraction, radius, loss)[0])(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 

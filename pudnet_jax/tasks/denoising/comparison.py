@@ -92,7 +92,7 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
         raise ValueError(f'config.compare.methods={methods!r}: each must be one of {METHODS}.')
     t_start = time.time()
     pool = loaded.pool
-    test = _groups(config, task.eval_sampler(config, pool), int(c.groups), 4)  # = results.json's
+    test = list(evaluation.test_groups(config, loaded, int(c.groups)))   # = results.json's
     val_classes = tuple(config.data.get('val_classes') or ())
     if not val_classes and any(m in methods for m in ('adam', 'gc', 'finetune_pudnet')):
         raise ValueError('--mode=compare on a denoising run selects the baselines\' learning '
@@ -151,7 +151,7 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
             continue
         trainer = trainers.setdefault(opt, baselines.N2VTrainer(
             spec, opt, int(c.batch_size), float(config.noise.mask_fraction),
-            int(config.noise.mask_radius)))
+            int(config.noise.mask_radius), task.loss_kind(config)))
         milestones = tuple(int(m) for m in milestones)
         lr, table = baselines.choose_learning_rate(
             trainer, tune, milestones[-1], TUNE_SEED, tuple(lrs),
@@ -210,7 +210,8 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
         pn = [evaluation.scores(cl, predictor.denoise(ctrl['pretrained_n2v'], ny))
               for cl, ny in test]
         summary['gain_over_pretrained_n2v_db'], summary['gain_over_pretrained_n2v_db_ci95'] = d(pn)
-    if c.get('full_images', False) and e.get('full_images', False):
+    if c.get('full_images', False) and e.get('full_images', False) and \
+            e.get('protocol') != 'inter':
         summary['full_images'] = compare_full_images(config, predictor, ctrl, sigma01,
                                                      tuple(c.classical) if 'classical' in
                                                      methods else ())

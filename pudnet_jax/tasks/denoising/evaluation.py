@@ -161,17 +161,54 @@ def _summary(values) -> dict:
     return {'psnr': pm, 'psnr_ci95': pc, 'ssim': sm, 'ssim_ci95': sc}
 
 
+def inter_images(config) -> np.ndarray:
+    """The inter-dataset target's test images (uint8, (N, S, S, C) at the run's size):
+    `eval.dataset` (`eval.test_split`, `eval.data_dir` for folders), the first
+    `eval.per_class` of each class (all when None), in class order."""
+    from pudnet_jax import sources
+    e = config.eval
+    loaded = sources.load(e.dataset, config.data.image_size, config.data.channels,
+                          e.get('data_dir'), e.get('test_split') or 'all',
+                          cache_dir=config.data.get('cache_dir'))
+    per_class = e.get('per_class')
+    images = np.concatenate([loaded.pool[k][:per_class] for k in sorted(loaded.pool)])
+    if len(images) < e.group_size:
+        raise ValueError(f'config.eval.dataset={e.dataset!r} has {len(images)} test images, '
+                         f'fewer than one group (config.eval.group_size={e.group_size}).')
+    return images
+
+
+def test_groups(config, loaded, count=None):
+    """(clean, noisy) test groups: intra, groups of the held-out classes (`eval_sampler`,
+    noise seeded by (eval.seed, 4, group)); inter (`eval.protocol='inter'`), the target's
+    test images shuffled (seeded by eval.seed; `eval.group_order='class'`: in class order,
+    as the authors' consecutive batches) and cut into groups of `eval.group_size`, at most
+    `eval.groups` of them, noise seeded by (eval.seed, 7, group)."""
+    e = config.eval
+    count = int(e.groups if count is None else count)
+    if e.get('protocol') != 'inter':
+        sampler = task.eval_sampler(config, loaded.pool)
+        for g in range(count):
+            yield task.noisy_group(sampler, g, config.noise.sigma, (e.seed, 4, g))
+        return
+    images = inter_images(config)
+    order = (np.arange(len(images)) if e.get('group_order', 'shuffled') == 'class'
+             else np.random.default_rng([e.seed, 8]).permutation(len(images)))
+    n = int(e.group_size)
+    for g in range(min(count, len(images) // n)):
+        clean = images[order[g * n:(g + 1) * n]].astype(np.float32) / 255.0
+        yield clean, jnp.asarray(noise.add_gaussian_noise(clean, config.noise.sigma,
+                                                          (e.seed, 7, g)))
+
+
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdir) -> dict:
     e = config.eval
-    pool = loaded.pool
     predictor = Predictor(model, hyper_vars, spec)
-    sampler = task.eval_sampler(config, pool)
     ctrl = control_params(config, spec, predictor, loaded, workdir)
     rows = {k: [] for k in ROWS if k in ctrl or k in ('pudnet', 'noisy')}
     predict_s, denoise_s = [], []
     compile_s = None
-    for g in range(e.groups):
-        clean, noisy = task.noisy_group(sampler, g, config.noise.sigma, (e.seed, 4, g))
+    for g, (clean, noisy) in enumerate(test_groups(config, loaded)):
         params, seconds = timed(predictor.params, noisy)
         out, d_seconds = timed(predictor.denoise, params, noisy)
         if g == 0:
@@ -194,9 +231,12 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdi
 
     gain, gain_ci = paired('pudnet', 'mean_sketch')
     over, over_ci = paired('pudnet', 'untrained')
+    inter = e.get('protocol') == 'inter'
     results = dict(_summary(rows['pudnet']), task='denoising', target=spec.name,
-                   dataset=config.data.name, sigma=float(config.noise.sigma),
-                   groups=int(e.groups), images_per_group=int(e.ways * e.shots),
+                   protocol='inter' if inter else 'intra',
+                   dataset=e.dataset if inter else config.data.name, pool=config.data.name,
+                   sigma=float(config.noise.sigma), groups=len(rows['pudnet']),
+                   images_per_group=int(e.group_size if inter else e.ways * e.shots),
                    noisy=_summary(rows['noisy']),
                    controls={'untrained': dict(_summary(rows['untrained']),
                                                networks=len(ctrl['untrained'])),
@@ -210,7 +250,7 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdi
         results['controls']['pretrained_n2v'] = _summary(rows['pretrained_n2v'])
         d, dc = paired('pudnet', 'pretrained_n2v')
         results['gain_over_pretrained_n2v_db'], results['gain_over_pretrained_n2v_db_ci95'] = d, dc
-    if e.get('full_images', False):
+    if e.get('full_images', False) and not inter:
         results['full_images'] = evaluate_full_images(config, predictor, ctrl)
     print(format_results(results))
     return results
@@ -258,8 +298,10 @@ def evaluate_full_images(config, predictor: Predictor, ctrl: dict) -> dict:
 def format_results(r: dict) -> str:
     row = lambda name, d: (f"{name:<24}{d['psnr']:7.2f} ± {d['psnr_ci95']:.2f} dB   "
                            f"SSIM {d['ssim']:.4f} ± {d['ssim_ci95']:.4f}")
+    where = (f"{r['dataset']} (inter-dataset, trained on {r['pool']})"
+             if r.get('protocol') == 'inter' else r['dataset'])
     lines = [f"Denoising, σ = {r['sigma']:g}, {r['groups']} groups of {r['images_per_group']} "
-             f"held-out images ({r['dataset']}, {r['target']}):",
+             f"held-out images ({where}, {r['target']}):",
              row('PudNet', r), row('noisy input', r['noisy'])]
     lines += [row(LABELS[k], r['controls'][k]) for k in ROWS[2:] if k in r['controls']]
     lines.append(f"conditioning gain (vs mean sketch) {r['conditioning_gain_db']:+.2f} ± "
