@@ -138,12 +138,13 @@ class N2VTrainer:
                              f'is a feature extractor.')
         self.spec, self.optimizer, self.batch_size = spec, optimizer, int(batch_size)
         self.tx = make_optimizer(optimizer)
-        fraction, radius = float(mask_fraction), int(mask_radius)
+        fraction, radius, kind = float(mask_fraction), int(mask_radius), loss
         tx = self.tx
 
         def step(params, opt_state, x_all, idx, key):
             loss, grads = jax.value_and_grad(
-                lambda p: denoising.n2v_loss(spec, p, x_all[idx], key, fraction, radius, loss)[0])(params)
+                lambda p: denoising.n2v_loss(spec, p, x_all[idx], key, fraction, radius,
+                                             kind)[0])(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
