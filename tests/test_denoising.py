@@ -94,6 +94,8 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
     assert results['predict_seconds'] > 0 and results['denoise_seconds'] > 0
     # The noisy row is the noisy input's own PSNR: σ = 25 on [0, 1] data, clipped output.
     assert 18 < results['noisy']['psnr'] < 26
+    assert results['psnr_noisy'] == results['noisy']['psnr']
+    assert results['ssim_noisy'] == results['noisy']['ssim']
     # Whole held-out photographs (camera 512x512, chelsea 300x451: padded, cropped back).
     full = results['full_images']
     assert sorted(full) == ['camera', 'chelsea'] and full['chelsea']['shape'] == [300, 451, 1]

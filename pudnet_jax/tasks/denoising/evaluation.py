@@ -238,6 +238,8 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdi
                    sigma=float(config.noise.sigma), groups=len(rows['pudnet']),
                    images_per_group=int(e.group_size if inter else e.ways * e.shots),
                    noisy=_summary(rows['noisy']),
+                   psnr_noisy=float(np.mean(np.asarray(rows['noisy'])[:, 0])),
+                   ssim_noisy=float(np.mean(np.asarray(rows['noisy'])[:, 1])),
                    controls={'untrained': dict(_summary(rows['untrained']),
                                                networks=len(ctrl['untrained'])),
                              'mean_sketch': _summary(rows['mean_sketch'])},
