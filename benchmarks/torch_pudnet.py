@@ -391,9 +391,10 @@ def to_torch_denoise_batch(batch, device='cpu'):
     """A denoising batch (noisy, mask, source) of NumPy arrays, noisy and mask (E, n, H, W,
     C), source (E, n·C·H·W) already in NCHW order (`n2v_source_nchw`), as torch tensors."""
     noisy, mask, source = batch
-    nchw = lambda x: torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device).permute(
-        0, 1, 4, 2, 3).contiguous()
-    return nchw(noisy), nchw(mask), torch.from_numpy(np.asarray(source)).to(device).long()
+    nchw = lambda x: torch.from_numpy(np.require(x, np.float32, ['C', 'W'])).to(
+        device).permute(0, 1, 4, 2, 3).contiguous()
+    return nchw(noisy), nchw(mask), torch.from_numpy(np.require(source, np.int64, ['C', 'W'])
+                                                     ).to(device)
 
 
 def n2v_source_nchw(masked_index):
