@@ -1,5 +1,5 @@
-"""PudNet's classification meta-training step in plain eager PyTorch, for
-`benchmarks/vs_pytorch.py` (benchmark-only: the package never imports torch).
+"""PudNet's meta-training steps (classification and denoising) in plain eager PyTorch,
+for `benchmarks/vs_pytorch.py` (benchmark-only: the package never imports torch).
 
 Written from the equations of `pudnet_jax` (hypernet, targets, losses, train), not from
 any other code base: the same modules, shapes, episodes per step and losses, so that with
@@ -16,13 +16,24 @@ OIHW kernels, `nn.Linear` weights as (out, in)); the copy converts the Flax tree
 - Weight generators: per group of layers with one kernel shape, stacked weights (G, in,
   out): Linear m → p·k², reshape (k², p), Linear p → hidden, tanh-GELU (Flax's default),
   Linear hidden → C_in·C_out, reshaped (kh, kw, C_in, C_out) and permuted to OIHW.
-- Target (ConvNet-3 or ResNet-18 with a 3x3 stem), run with `F.conv2d` on the generated
-  kernels; BatchNorm scale and bias are shared learned parameters. Every BatchNorm
+- Target (ConvNet-3, ResNet-18 with a 3x3 stem, or the Noise2Void UNet of any depth), run
+  with `F.conv2d` on the generated kernels; BatchNorm scale and bias (and the UNet's
+  output bias) are shared learned parameters. Every BatchNorm
   normalises the support set with its own batch statistics, and the query set with those
   same statistics (kept in the autograd graph, as Flax's momentum-0 statistics are).
 - Losses: L1 cosine-prototype cross-entropy with temperature τ, L2 the full-class head,
   L3 = KL(metric probabilities zero-padded ‖ full-head probabilities);
   λ1·L1 + L2 + λ3·L3 per episode, averaged over the E episodes; one Adam step.
+- Denoising (`denoise_loss`, `make_denoise_train_step`): each group normalised by its own
+  per-channel mean and (biased) standard deviation + 1e-6; the sketch is the encoder's
+  mean over the normalised group; the UNet generated from it runs on the Noise2Void-masked
+  group (BatchNorm statistics of that input) and the loss is the mean squared error at the
+  masked pixels, averaged over the E groups. The mask is an input: which pixels are
+  replaced and by which pixel (`source`, a flat index into the group), computed by the
+  caller with `pudnet_jax.noise.n2v_mask` from the same keys as the JAX step.
+- UNet (`unet_layout`, `unet_forward`): per level two conv3x3 → BN → ReLU, 2x2 average
+  pool; bottleneck two blocks; decoder nearest x2 upsampling, concat [skip, up] on the
+  channel axis, conv blocks; a linear conv3x3 with the shared bias last.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 BN_EPS = 1e-5
+GROUP_STD_EPS = 1e-6     # the denoising task's per-group normalisation (denoising.EPS)
 
 
 def _same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
@@ -58,10 +70,11 @@ def conv_same(x, weight, bias=None, stride: int = 1):
 # ----------------------------------------------------------------------------- targets
 
 def convnet3_layout(in_channels: int, width: int):
-    """(kernels in forward order as (name, (kh, kw, C_in, C_out)), BatchNorm (name, C))."""
+    """(kernels in forward order as (name, (kh, kw, C_in, C_out)), BatchNorm (name, C),
+    shared conv biases (name, C))."""
     convs = [(f'conv{i}/kernel', (3, 3, in_channels if i == 0 else width, width))
              for i in range(3)]
-    return convs, [(f'bn{i}', width) for i in range(3)]
+    return convs, [(f'bn{i}', width) for i in range(3)], []
 
 
 def resnet_layout(in_channels: int, width: int, stage_sizes: Sequence[int] = (2, 2, 2, 2)):
@@ -80,7 +93,36 @@ def resnet_layout(in_channels: int, width: int, stage_sizes: Sequence[int] = (2,
                 convs.append((f'{name}/shortcut_conv/kernel', (1, 1, c_in, c)))
                 bns.append((f'{name}/shortcut_bn', c))
             c_in = c
-    return convs, bns
+    return convs, bns, []
+
+
+def unet_layout(in_channels: int, width: int, depth: int):
+    """The Noise2Void UNet (`targets.N2VUNet`) of `depth` levels: every conv but the last
+    followed by BatchNorm (named after the conv + '_bn'); the last one's bias shared."""
+    convs, bns = [], []
+    c = in_channels
+
+    def conv(name, features, bn=True):
+        nonlocal c
+        convs.append((f'{name}/kernel', (3, 3, c, features)))
+        if bn:
+            bns.append((f'{name}_bn', features))
+        c = features
+
+    skips = []
+    for i in range(depth):
+        conv(f'enc{i}_conv0', width * 2 ** i)
+        conv(f'enc{i}_conv1', width * 2 ** i)
+        skips.append(c)
+    conv('mid_conv0', width * 2 ** depth)
+    conv('mid_conv1', width * 2 ** (depth - 1))
+    for i in reversed(range(depth)):
+        c += skips[i]                       # concat [skip, upsampled]
+        conv(f'dec{i}_conv0', width * 2 ** i)
+        if i > 0:
+            conv(f'dec{i}_conv1', width * 2 ** (i - 1))
+    conv('out_conv', in_channels, bn=False)
+    return convs, bns, [('out_conv', in_channels)]
 
 
 class DatasetBatchNorm:
@@ -123,8 +165,35 @@ def resnet_forward(x, kernels: dict, bn: DatasetBatchNorm, stage_sizes=(2, 2, 2,
     return x.mean(dim=(2, 3))
 
 
+def unet_depth(kernels) -> int:
+    """The UNet's depth, from the names of its kernels (`enc{i}_conv0/kernel`)."""
+    return sum(1 for k in kernels if k.startswith('enc') and k.endswith('_conv0/kernel'))
+
+
+def unet_forward(x, kernels: dict, bn: DatasetBatchNorm):
+    """x (N, C, H, W) → the UNet's output image (N, C, H, W)."""
+    def block(y, name):
+        return F.relu(bn(f'{name}_bn', conv_same(y, kernels[f'{name}/kernel'])))
+
+    depth = unet_depth(kernels)
+    skips = []
+    for i in range(depth):
+        x = block(block(x, f'enc{i}_conv0'), f'enc{i}_conv1')
+        skips.append(x)
+        x = F.avg_pool2d(x, 2)
+    x = block(block(x, 'mid_conv0'), 'mid_conv1')
+    for i in reversed(range(depth)):
+        x = torch.cat([skips[i], F.interpolate(x, scale_factor=2, mode='nearest')], dim=1)
+        x = block(x, f'dec{i}_conv0')
+        if i > 0:
+            x = block(x, f'dec{i}_conv1')
+    return conv_same(x, kernels['out_conv/kernel'], bn.shared['out_conv__bias'])
+
+
 TARGETS = {'convnet3': (convnet3_layout, convnet3_forward),
-           'resnet18': (resnet_layout, resnet_forward)}
+           'resnet18': (resnet_layout, resnet_forward),
+           'unet_n2v': (unet_layout, unet_forward),
+           'unet_n2v_small': (unet_layout, unet_forward)}
 
 
 def _feature_dim(name: str, image_shape, width: int) -> int:
@@ -213,13 +282,17 @@ def shape_key(shape) -> str:
 
 
 class TorchPudNet(nn.Module):
-    def __init__(self, target: str, image_shape, width: int, num_train_classes: int,
+    """`num_train_classes=None`: no full-class head (the denoising task). `target_kwargs`:
+    the layout's further arguments (the UNet's `depth`)."""
+
+    def __init__(self, target: str, image_shape, width: int, num_train_classes: Optional[int],
                  sketch_dim: int, sketch_features: Sequence[int], generator_p: int,
-                 generator_hidden: int, eta: float, temperature: float):
+                 generator_hidden: int, eta: float, temperature: float,
+                 target_kwargs: Optional[dict] = None):
         super().__init__()
         h, w, c = image_shape
         layout, self._forward = TARGETS[target]
-        self.convs, self.bn_layers = layout(c, width)
+        self.convs, self.bn_layers, self.biases = layout(c, width, **(target_kwargs or {}))
         self.eta, self.temperature = eta, temperature
         self.encoder = SketchEncoder(c, h, sketch_features, sketch_dim)
         self.ahru = AHRUCell(sketch_dim)
@@ -235,8 +308,12 @@ class TorchPudNet(nn.Module):
             key = name.replace('/', '__')
             self.shared[key + '__scale'] = nn.Parameter(torch.ones(ch))
             self.shared[key + '__bias'] = nn.Parameter(torch.zeros(ch))
-        self.feature_dim = _feature_dim(target, image_shape, width)
-        self.head = nn.Linear(self.feature_dim, num_train_classes)
+        for name, ch in self.biases:
+            self.shared[name.replace('/', '__') + '__bias'] = nn.Parameter(torch.zeros(ch))
+        self.head = None
+        if num_train_classes is not None:
+            self.feature_dim = _feature_dim(target, image_shape, width)
+            self.head = nn.Linear(self.feature_dim, num_train_classes)
 
     def generate(self, sketch) -> dict:
         """{kernel name: OIHW kernel} for the dataset with this sketch."""
@@ -281,6 +358,25 @@ class TorchPudNet(nn.Module):
                   for i in range(e)]
         return torch.stack(losses).mean()
 
+    def denoise_loss(self, noisy, mask, source):
+        """The denoising step's loss: noisy (E, n, C, H, W) groups; mask (same shape) 1.0 at
+        the Noise2Void-replaced pixels; source (E, n·C·H·W) int64, for each position of the
+        group flattened (NCHW) the position whose normalised value the masked input has
+        there (its own where the mask is 0)."""
+        e, n = noisy.shape[:2]
+        mu = noisy.mean(dim=(1, 3, 4), keepdim=True)
+        s = noisy.std(dim=(1, 3, 4), keepdim=True, correction=0) + GROUP_STD_EPS
+        x = (noisy - mu) / s
+        feats = self.encoder(x.reshape((e * n,) + x.shape[2:]))
+        sketches = feats.reshape(e, n, -1).mean(1)
+        masked = x.reshape(e, -1).gather(1, source).reshape(x.shape)
+        losses = []
+        for i in range(e):
+            out = self._forward(masked[i], self.generate(sketches[i]),
+                                DatasetBatchNorm(self.shared))
+            losses.append((mask[i] * (out - x[i]) ** 2).sum() / mask[i].sum().clamp_min(1.0))
+        return torch.stack(losses).mean()
+
 
 def to_torch_batch(batch, device='cpu'):
     """An `Episodes` batch (NumPy, NHWC) as torch tensors (NCHW) on `device`."""
@@ -291,17 +387,52 @@ def to_torch_batch(batch, device='cpu'):
             lab(batch.query_labels), lab(batch.classes))
 
 
+def to_torch_denoise_batch(batch, device='cpu'):
+    """A denoising batch (noisy, mask, source) of NumPy arrays, noisy and mask (E, n, H, W,
+    C), source (E, n·C·H·W) already in NCHW order (`n2v_source_nchw`), as torch tensors."""
+    noisy, mask, source = batch
+    nchw = lambda x: torch.from_numpy(np.require(x, np.float32, ['C', 'W'])).to(
+        device).permute(0, 1, 4, 2, 3).contiguous()
+    return nchw(noisy), nchw(mask), torch.from_numpy(np.require(source, np.int64, ['C', 'W'])
+                                                     ).to(device)
+
+
+def n2v_source_nchw(masked_index):
+    """`noise.n2v_mask` applied to an index image: (E, n, H, W, C) floats whose value at a
+    position is the group's NHWC flat index of the pixel copied there → (E, n·C·H·W)
+    int64, the same map as NCHW flat indices in NCHW order (for `denoise_loss`)."""
+    e, n, h, w, c = masked_index.shape
+    j = np.rint(np.asarray(masked_index, np.float64)).astype(np.int64)
+    i, rest = np.divmod(j, h * w * c)
+    y, rest = np.divmod(rest, w * c)
+    x, ch = np.divmod(rest, c)
+    nchw = ((i * c + ch) * h + y) * w + x
+    return np.ascontiguousarray(nchw.transpose(0, 1, 4, 2, 3).reshape(e, -1))
+
+
 def make_train_step(model: TorchPudNet, optimizer, metric_weight: float, kl_weight: float,
                     loss_fn=None):
     """step(batch) → loss (the loss at the parameters before the update), one Adam step,
     finished when it returns (on a GPU the step synchronises). `loss_fn`: e.g.
     `torch.compile(model.loss)`; default the eager `model.loss`."""
     loss_fn = loss_fn or model.loss
+    return _make_step(model, optimizer, lambda batch, device: loss_fn(
+        *to_torch_batch(batch, device), metric_weight, kl_weight))
+
+
+def make_denoise_train_step(model: TorchPudNet, optimizer, loss_fn=None):
+    """As `make_train_step` for the denoising task: step((noisy, mask, source)) → loss.
+    `loss_fn`: default the eager `model.denoise_loss`."""
+    loss_fn = loss_fn or model.denoise_loss
+    return _make_step(model, optimizer, lambda batch, device: loss_fn(
+        *to_torch_denoise_batch(batch, device)))
+
+
+def _make_step(model, optimizer, compute_loss):
     device = next(model.parameters()).device
 
     def step(batch):
-        tensors = to_torch_batch(batch, device)
-        loss = loss_fn(*tensors, metric_weight, kl_weight)
+        loss = compute_loss(batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -353,16 +484,17 @@ def torch_state_from_flax(model: TorchPudNet, params: dict, batch_stats: Optiona
             state[f'generators.{key}.{ours}_b'] = _t(g[theirs]['bias'])
     for name, value in params['target_shared'].items():   # flat keys 'bn0/scale'
         state['shared.' + name.replace('/', '__')] = _t(value)
-    head = np.asarray(params['full_head']['kernel'])
-    if target == 'convnet3':       # rows over NHWC-flattened features → NCHW order
-        h, w, _ = image_shape
-        for _ in range(3):
-            h, w = h // 2, w // 2
-        head = _hwc_rows_to_chw(head, h, w, head.shape[0] // (h * w))
-    else:
-        head = head.T
-    state['head.weight'] = _t(head)
-    state['head.bias'] = _t(params['full_head']['bias'])
+    if model.head is not None:
+        head = np.asarray(params['full_head']['kernel'])
+        if target == 'convnet3':       # rows over NHWC-flattened features → NCHW order
+            h, w, _ = image_shape
+            for _ in range(3):
+                h, w = h // 2, w // 2
+            head = _hwc_rows_to_chw(head, h, w, head.shape[0] // (h * w))
+        else:
+            head = head.T
+        state['head.weight'] = _t(head)
+        state['head.bias'] = _t(params['full_head']['bias'])
     own = model.state_dict()
     wanted = {k for k in own if not k.endswith('num_batches_tracked')
               and (batch_stats is not None or not k.endswith(('running_mean', 'running_var')))}
