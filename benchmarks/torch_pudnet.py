@@ -193,6 +193,7 @@ def unet_forward(x, kernels: dict, bn: DatasetBatchNorm):
 TARGETS = {'convnet3': (convnet3_layout, convnet3_forward),
            'resnet18': (resnet_layout, resnet_forward),
            'unet_n2v': (unet_layout, unet_forward),
+           'unet_n2v_3': (unet_layout, unet_forward),
            'unet_n2v_small': (unet_layout, unet_forward)}
 
 

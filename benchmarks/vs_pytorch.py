@@ -84,9 +84,10 @@ flags.DEFINE_string('json', 'docs/vs_pytorch.json', 'Where to write the results.
 flags.DEFINE_string('markdown', 'docs/vs_pytorch.md', 'Where to write the Markdown table.')
 FLAGS = flags.FLAGS
 
-DEFAULT_STEPS = {'convnet3': 20, 'resnet18': 3, 'unet_n2v': 10, 'unet_n2v_small': 10}
+DEFAULT_STEPS = {'convnet3': 20, 'resnet18': 3, 'unet_n2v': 10, 'unet_n2v_3': 10,
+                 'unet_n2v_small': 10}
 TASK_TARGETS = {'classification': ('convnet3', 'resnet18'),
-                'denoising': ('unet_n2v', 'unet_n2v_small')}
+                'denoising': ('unet_n2v', 'unet_n2v_3', 'unet_n2v_small')}
 CHECKED_STEPS = 2
 EAGER = 'torch eager'
 

@@ -112,6 +112,7 @@ def classical(noisy: np.ndarray, sigma: float, methods: Sequence[str] = CLASSICA
             out = np.asarray(fn(y if rgb else y[..., 0]))
             outs.append(out if rgb else out[..., None])
         seconds = (time.perf_counter() - t0) / len(noisy)
+        logging.info('Classical %s: %d image(s), %.3f s each.', method, len(noisy), seconds)
         results[method] = dict(row, output=np.clip(np.stack(outs), 0, 1).astype(np.float32),
                                seconds_per_image=seconds)
     return results

@@ -134,7 +134,7 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
     if 'pretrained_n2v' in ctrl:
         meta = _pretrained_meta(workdir)
         rows.append(_row('Pretrained-N2V UNet', [evaluation.scores(cl, predictor.denoise(
-            ctrl['pretrained_n2v'], ny)) for cl, ny in test], 0.0,
+            ctrl['pretrained_n2v'], ny)) for cl, ny in test], None,
             meta.get('train_seconds'), family='pretrained',
             note=f"one UNet, N2V on PudNet's training groups, {meta.get('steps')} steps"))
     noisy_psnr = rows[1]['psnr']
@@ -297,11 +297,6 @@ def _fmt(v, digits=2):
     return '-' if v is None else f'{v:.{digits}f}'
 
 
-def _best_classical(rows: dict):
-    cands = [(v['psnr'], k) for k, v in rows.items() if k in LABELS.values() and 'psnr' in v]
-    return max(cands)[1] if cands else None
-
-
 def write_outputs(summary: dict, workdir: str, name: str = 'compare') -> None:
     out = lambda ext: os.path.join(workdir, f'{name}.{ext}')
     examples = summary.pop('examples')
@@ -339,10 +334,10 @@ def write_outputs(summary: dict, workdir: str, name: str = 'compare') -> None:
                          f"{compare_lib._fmt_seconds(sec)}"
                          f"{' (incl. compilation)' if 'seconds_incl_compile' in v else ''} |"
                          if 'skipped' not in v else f"| {k} | - | - | skipped: {v['skipped']} |")
-        best = _best_classical(f['rows'])
-        if best:
-            lines.append('')
-            lines.append(f"PudNet − {best}: {f['rows']['PudNet']['psnr'] - f['rows'][best]['psnr']:+.2f} dB.")
+        gaps = [f"{k} {f['rows']['PudNet']['psnr'] - v['psnr']:+.2f} dB" for k, v in f['rows'].items()
+                if k in LABELS.values() and 'psnr' in v]
+        if gaps:
+            lines += ['', 'PudNet − ' + '; − '.join(gaps) + '.']
     with open(out('md'), 'w') as fh:
         fh.write('\n'.join(lines) + '\n')
     _plot(summary, out('png'))
