@@ -117,3 +117,50 @@ def test_a_denoising_config_with_a_feature_extractor_is_refused():
                                         r"extractor; denoising needs one of \['unet_n2v', "
                                         r"'unet_n2v_3', 'unet_n2v_small'\]"):
         config_check.validate(config)
+
+
+def test_photographs_source_is_offline_tiles_of_the_bundled_photographs():
+    from skimage import data
+    from pudnet_jax import sources
+    from pudnet_jax.sources import photos
+    a = sources.load('skimage_photos', 32, 1, cache=False)
+    b = sources.load('skimage_photos', 32, 1, cache=False)
+    assert a.class_names == list(photos.SETS['skimage_photos'])
+    for k in a.pool:
+        np.testing.assert_array_equal(a.pool[k], b.pool[k])          # deterministic
+    camera = data.camera()                                            # 512 x 512: 16 x 16 tiles
+    cam = a.pool[a.class_names.index('camera')]
+    assert cam.shape == (256, 32, 32, 1) and cam.dtype == np.uint8
+    np.testing.assert_array_equal(cam[17, ..., 0], camera[32:64, 32:64])   # row 1, column 1
+    chelsea = sources.load('skimage_photos', 32, 1, cache=False).pool[7]
+    assert len(chelsea) == (300 // 32) * (451 // 32)                  # the borders dropped
+    assert sources.load('skimage_textures', 16, 3, cache=False).pool[0].shape[-1] == 3
+    full = photos.full_images('skimage_photos', 1, (6,))
+    np.testing.assert_array_equal(full['camera'][..., 0], camera)
+
+
+def test_a_whole_image_is_denoised_tile_by_tile_and_equivariant_to_gain_and_offset():
+    """Overlapping tiles cover every pixel once, the output has the image's size, and
+    (per-group normalisation) denoise(a·y + b) = a·denoise(y) + b."""
+    from pudnet_jax.targets import random_init_params
+    from pudnet_jax.tasks.denoising import evaluation
+    spec = target_spec('unet_n2v_small', (16, 16, 1), width=4)
+
+    class _Stub:            # a Predictor without a hypernetwork: only the UNet is used
+        pass
+    pred = _Stub()
+    pred.spec = spec
+    pred.stats_and_apply = evaluation.Predictor.stats_and_apply.__get__(pred)
+    params = random_init_params(spec, 0)
+    y = np.random.default_rng(0).random((37, 45, 1)).astype(np.float32)
+    out = evaluation.denoise_image(pred, params, y)
+    assert out.shape == y.shape and np.isfinite(out).all()
+    out2 = evaluation.denoise_image(pred, params, 2.0 * y + 0.25)
+    np.testing.assert_allclose(out2, 2.0 * out + 0.25, atol=1e-4)
+    # The tiles are put back in place: a change at one spot (off the diagonal, so a
+    # transposed or shifted assembly would move it) changes the output most near it.
+    z = y.copy()
+    z[8:10, 30:32] += 1.0
+    diff = np.abs(evaluation.denoise_image(pred, params, z) - out)[..., 0]
+    row, col = np.unravel_index(np.argmax(diff), diff.shape)
+    assert 6 <= row <= 11 and 28 <= col <= 33
