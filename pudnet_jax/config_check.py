@@ -236,9 +236,11 @@ def _check_compare(p: _Problems) -> None:
         return
     from pudnet_jax import tasks
     try:
-        METHODS = tasks.get(p.get('task') or tasks.DEFAULT).COMPARE_METHODS
+        METHODS = getattr(tasks.get(p.get('task') or tasks.DEFAULT), 'COMPARE_METHODS', None)
     except ValueError:
         return          # an unknown task is reported by the trainer, naming the choices
+    if METHODS is None:
+        return          # a task without --mode=compare (its MODES say so)
     if (not isinstance(methods, (list, tuple)) or not methods
             or any(m not in METHODS for m in methods)):
         p.add('compare.methods', methods, f'must be a non-empty tuple of {METHODS}')
