@@ -132,6 +132,26 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(UserError, match='needs --data'):
         cli.run('predict', workdir, None, None, True)
+    # --mode=compare on the same workdir, tiny: the tables, the figures, the same gains.
+    from pudnet_jax.tasks.denoising import comparison
+    config = _tiny()
+    c = config.compare
+    c.groups, c.tune_groups, c.epochs, c.learning_rates = 2, 1, (1, 2), (1e-3,)
+    c.batch_size, c.methods, c.classical = 4, ('gc', 'classical'), ('wavelet',)
+    config.eval.groups = 3
+    summary = comparison.run_compare(workdir, config)
+    names = [r['method'] for r in summary['rows']]
+    assert names[:5] == ['PudNet', 'noisy input', 'untrained UNet', 'mean-sketch UNet',
+                         'Pretrained-N2V UNet']
+    assert 'GC N2V scratch 2 epochs' in names and 'wavelet BayesShrink' in names
+    by = {r['method']: r for r in summary['rows']}
+    np.testing.assert_allclose(summary['conditioning_gain_db'],
+                               by['PudNet']['psnr'] - by['mean-sketch UNet']['psnr'], atol=1e-9)
+    for ext in ('md', 'csv', 'json', 'png'):
+        assert (tmp_path / 'run' / f'compare.{ext}').stat().st_size > 0
+    assert (tmp_path / 'run' / 'compare_examples.png').stat().st_size > 0
+    assert sorted(summary['full_images']) == ['camera', 'chelsea']
+
     other = tmp_path / 'other'
     other.mkdir()
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(other / 'x.png')

@@ -128,15 +128,18 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
                                                  for p in ctrl['untrained']], axis=0)
                                         for cl, ny in test], family='control',
                      note=f"random init, mean of {len(ctrl['untrained'])}"))
-    rows.append(_row('mean-sketch UNet', [evaluation.scores(cl, predictor.denoise(
-        ctrl['mean_sketch'], ny)) for cl, ny in test], family='mean_sketch',
-        note="generated from the training groups' mean sketch"))
+    on_test = lambda params: [evaluation.scores(cl, predictor.denoise(params, ny))
+                              for cl, ny in test]
+    control_scores = {name: on_test(ctrl[name]) for name in ('mean_sketch', 'pretrained_n2v')
+                      if name in ctrl}
+    rows.append(_row('mean-sketch UNet', control_scores['mean_sketch'], family='mean_sketch',
+                     note="generated from the training groups' mean sketch"))
     if 'pretrained_n2v' in ctrl:
         meta = _pretrained_meta(workdir)
-        rows.append(_row('Pretrained-N2V UNet', [evaluation.scores(cl, predictor.denoise(
-            ctrl['pretrained_n2v'], ny)) for cl, ny in test], None,
-            meta.get('train_seconds'), family='pretrained',
-            note=f"one UNet, N2V on PudNet's training groups, {meta.get('steps')} steps"))
+        rows.append(_row('Pretrained-N2V UNet', control_scores['pretrained_n2v'], None,
+                         meta.get('train_seconds'), family='pretrained',
+                         note=f"one UNet, N2V on PudNet's training groups, "
+                              f"{meta.get('steps')} steps"))
     noisy_psnr = rows[1]['psnr']
     d = lambda ref: controls.mean_ci95(np.asarray(scores)[:, 0] - np.asarray(ref)[:, 0])
 
@@ -202,14 +205,12 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
                'images_per_group': len(test[0][0]), 'backend': jax.default_backend(),
                'selection': f'learning rates on {len(tune)} groups of the validation '
                             f'classes {list(val_classes)} at the last epoch milestone',
-               'rows': rows, 'curves': curves, 'speedup': speedup, 'methods': list(methods),
-               'conditioning_gain_db': None}
-    ms = [evaluation.scores(cl, predictor.denoise(ctrl['mean_sketch'], ny)) for cl, ny in test]
-    summary['conditioning_gain_db'], summary['conditioning_gain_db_ci95'] = d(ms)
-    if 'pretrained_n2v' in ctrl:
-        pn = [evaluation.scores(cl, predictor.denoise(ctrl['pretrained_n2v'], ny))
-              for cl, ny in test]
-        summary['gain_over_pretrained_n2v_db'], summary['gain_over_pretrained_n2v_db_ci95'] = d(pn)
+               'rows': rows, 'curves': curves, 'speedup': speedup, 'methods': list(methods)}
+    summary['conditioning_gain_db'], summary['conditioning_gain_db_ci95'] = \
+        d(control_scores['mean_sketch'])
+    if 'pretrained_n2v' in control_scores:
+        summary['gain_over_pretrained_n2v_db'], summary['gain_over_pretrained_n2v_db_ci95'] = \
+            d(control_scores['pretrained_n2v'])
     if c.get('full_images', False) and e.get('full_images', False) and \
             e.get('protocol') != 'inter':
         summary['full_images'] = compare_full_images(config, predictor, ctrl, sigma01,
