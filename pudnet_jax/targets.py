@@ -10,6 +10,7 @@ parameter template, the kernels in forward order and the feature size.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -304,5 +305,12 @@ def apply_with_dataset_stats(spec: TargetSpec, params: dict, support, query=None
 
 def random_init_params(spec: TargetSpec, seed: int) -> dict:
     """The target's `params` at Flax's default initialisation (PRNG key `seed`)."""
+    return _jitted_init(spec)(jax.random.PRNGKey(seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_init(spec: TargetSpec):
+    # One compiled program per target (bitwise the eager init's values; 1.5-1.8x faster
+    # on first use than op-by-op, and free on later seeds: controls draw several).
     x = jnp.zeros((2,) + spec.image_shape)
-    return spec.module().init(jax.random.PRNGKey(seed), x)['params']
+    return jax.jit(lambda key: spec.module().init(key, x)['params'])

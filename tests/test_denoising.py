@@ -76,9 +76,10 @@ def _noisy_folder(tmp_path):
 def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys):
     config = _tiny()
     workdir = str(tmp_path / 'run')
-    config.train.num_train_steps = 2
-    train_lib.train_and_evaluate(config, workdir)
-    config = _tiny()                     # resumes at step 2 (resumption: tests/test_tasks.py)
+    # Killed after step 2 (its checkpoint kept, nothing evaluated), then resumed there
+    # (bitwise resumption: tests/test_tasks.py).
+    assert train_lib.train_and_evaluate(config, workdir, stop_after_step=2) == {
+        'stopped_at_step': 2}
     results = train_lib.train_and_evaluate(config, workdir)
     assert results['train_steps'] == 4 and results['task'] == 'denoising'
     out = capsys.readouterr().out

@@ -188,3 +188,16 @@ def test_transposed_conv_kernels_are_generated_and_other_kernels_refused(monkeyp
                         lambda width, momentum, dtype: _UpDown(width, local=True))
     with pytest.raises(ValueError, match='local/kernel'):
         target_spec('updown_local', (8, 8, 1), width=4)
+
+
+def test_random_init_is_flax_default_init_bitwise():
+    """The jitted, cached initialisation of a target (controls, baselines) gives exactly
+    the values of Flax's op-by-op `init` with the same key."""
+    from pudnet_jax.targets import random_init_params, target_spec
+    for name, shape in (('convnet3', (12, 12, 1)),):     # (op-by-op init is slow: one)
+        spec = target_spec(name, shape, 4)
+        eager = spec.module().init(jax.random.PRNGKey(3), jnp.zeros((2,) + shape))['params']
+        for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(random_init_params(spec, 3))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert any(not np.array_equal(a, b) for a, b in                 # the seed counts
+                   zip(jax.tree.leaves(random_init_params(spec, 4)), jax.tree.leaves(eager)))
