@@ -142,6 +142,8 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
     config.eval.groups = 3
     summary = comparison.run_compare(workdir, config)
     names = [r['method'] for r in summary['rows']]
+    assert (summary['dataset'], summary['pool'], summary['protocol']) == (
+        'skimage_photos', 'skimage_photos', 'intra')
     assert names[:5] == ['PudNet', 'noisy input', 'untrained UNet', 'mean-sketch UNet',
                          'Pretrained-N2V UNet']
     assert 'GC N2V scratch 2 epochs' in names and 'wavelet BayesShrink' in names

@@ -200,7 +200,10 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
             outputs[LABELS[method]] = outs[0]
 
     speedup = _speedup(curves, pudnet['psnr'], pudnet_seconds, noisy_psnr)
-    summary = {'task': 'denoising', 'dataset': config.data.name, 'target': spec.name,
+    inter = e.get('protocol') == 'inter'
+    summary = {'task': 'denoising', 'dataset': e.dataset if inter else config.data.name,
+               'pool': config.data.name, 'protocol': 'inter' if inter else 'intra',
+               'target': spec.name,
                'sigma': float(config.noise.sigma), 'groups': len(test),
                'images_per_group': len(test[0][0]), 'backend': jax.default_backend(),
                'selection': f'learning rates on {len(tune)} groups of the validation '
