@@ -9,11 +9,20 @@ the whole photographs for the full-image protocol). Trained with the Noise2Void 
 clean image reaches the loss.
 
 `configs/denoise.py:digits` is the earlier stand-in on MNIST-5k digits (0-5 / 6-9).
+`configs/denoise.py:textures` and `:microscopy` are the inter-dataset protocol for a
+workdir trained with the default (`--mode=evaluate`): the same PudNet tested on groups of
+32 tiles of scikit-image's texture photographs (brick, gravel, grass: 768 tiles) or its
+microscopy images (cell, immunohistochemistry: 596 tiles), domains not in the pool.
+The noise level is `--config.noise.sigma` (25, 50 or 75 as the paper) for every variant.
 """
 
 import ml_collections
 
 from configs import default
+
+
+# Inter-dataset variants: scikit-image sets outside the pool (sources/photos.py).
+INTER = {'textures': 'skimage_textures', 'microscopy': 'skimage_microscopy'}
 
 
 def get_config(variant: str = ''):
@@ -68,6 +77,17 @@ def get_config(variant: str = ''):
         e.full_images = c.full_images = False
         config.compare.tune_groups = 0
         config.compare.methods = ('classical',)     # no validation classes to tune on
+    elif variant in INTER:
+        e.protocol = 'inter'
+        e.dataset = INTER[variant]
+        e.data_dir = None
+        e.test_split = None            # every tile of the set
+        e.per_class = None
+        e.group_size = 32              # as a training group
+        e.group_order = 'shuffled'     # seeded by eval.seed
+        e.groups = 100                 # at most: as many as the tiles make (24 / 18)
+        e.full_images = c.full_images = False
     elif variant:
-        raise ValueError(f"configs/denoise.py: unknown variant {variant!r} (known: 'digits').")
+        raise ValueError(f"configs/denoise.py: unknown variant {variant!r} "
+                         f"(known: 'digits', {', '.join(repr(v) for v in INTER)}).")
     return config

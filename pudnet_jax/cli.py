@@ -189,7 +189,9 @@ def _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task)
         task = tasks.of(config)
         results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir)
         results['checkpoint_step'] = step
-        workdir_lib.write_results(results, workdir)
+        path = workdir_lib.write_results(results, workdir,
+                                         workdir_lib.results_file_for(config, workdir))
+        print(f'Results: {path}')
     elif mode == 'compare':
         task.compare(workdir, config)
     elif data_folder:

@@ -100,8 +100,29 @@ def save_config(config, workdir: str) -> None:
     write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config), sort_keys=True)
 
 
-def write_results(results: dict, workdir: str) -> str:
-    return write_json(os.path.join(workdir, RESULTS_FILE), results)
+def write_results(results: dict, workdir: str, name: str = RESULTS_FILE) -> str:
+    return write_json(os.path.join(workdir, name), results)
+
+
+def _evaluated(config) -> tuple[str, str]:
+    """(protocol, dataset) an evaluation with this config scores."""
+    e = config.get('eval', {})
+    if e.get('protocol', 'intra') == 'inter':
+        return 'inter', str(e.get('dataset'))
+    return 'intra', str(config.data.name)
+
+
+def results_file_for(config, workdir: str) -> str:
+    """Where `--mode=evaluate` writes: `results.json` when it scores what the training
+    run's own evaluation scored (the same protocol and dataset), else
+    `results_<protocol>_<dataset>.json` beside it, so that evaluating a workdir on
+    another dataset never overwrites the run's results."""
+    try:
+        own = _evaluated(load_config(workdir))
+    except FileNotFoundError:
+        return RESULTS_FILE
+    evaluated = _evaluated(config)
+    return RESULTS_FILE if evaluated == own else f'results_{evaluated[0]}_{evaluated[1]}.json'
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

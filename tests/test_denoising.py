@@ -16,8 +16,8 @@ from pudnet_jax.hypernet import build_model
 from pudnet_jax.tasks import denoising
 
 
-def _tiny():
-    config = denoise.get_config()
+def _tiny(variant=''):
+    config = denoise.get_config(variant)
     config.data.image_size = 16
     config.target.name = 'unet_n2v_small'
     config.target.width = 4
@@ -155,6 +155,26 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
     assert (tmp_path / 'run' / 'compare_examples.png').stat().st_size > 0
     assert sorted(summary['full_images']) == ['camera', 'chelsea']
 
+    # The inter-dataset variants: the same workdir tested on scikit-image's textures, a
+    # set outside the pool (groups of the set's tiles; no whole photographs).
+    from pudnet_jax import config_check
+    for variant in denoise.INTER:
+        config_check.validate(denoise.get_config(variant))
+    with pytest.raises(ValueError, match="known: 'digits', 'textures', 'microscopy'"):
+        denoise.get_config('cells')
+    config = _tiny('textures')
+    config.eval.group_size, config.eval.groups = 6, 2
+    before = open(f'{workdir}/results.json').read()
+    cli.run('evaluate', workdir, config, None)
+    assert open(f'{workdir}/results.json').read() == before     # the run's own, kept
+    r = __import__('json').load(open(f'{workdir}/results_inter_skimage_textures.json'))
+    assert (r['protocol'], r['dataset'], r['pool']) == ('inter', 'skimage_textures',
+                                                       'skimage_photos')
+    assert r['groups'] == 2 and r['images_per_group'] == 6 and 'full_images' not in r
+    assert 18 < r['psnr_noisy'] < 26 and 'pretrained_n2v' in r['controls']
+    np.testing.assert_allclose(r['conditioning_gain_db'],
+                               r['psnr'] - r['controls']['mean_sketch']['psnr'], atol=1e-9)
+
     other = tmp_path / 'other'
     other.mkdir()
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(other / 'x.png')
@@ -201,8 +221,9 @@ def test_paper_denoising_presets_under_mock_data(tmp_path):
             config = _shrink_denoise(denoise_inter.get_config(f'{target},50'))
             config.data.cache_dir = str(tmp_path / 'cache')
             cli.run('evaluate', workdir, config, None)
-            r = workdir_lib.load_results(workdir) if hasattr(workdir_lib, 'load_results') else \
-                __import__('json').load(open(f'{workdir}/results.json'))
+            r = __import__('json').load(open(f'{workdir}/results_inter_{target}.json'))
             assert r['protocol'] == 'inter' and r['dataset'] == target
             assert r['pool'] == 'imagenet2012' and r['images_per_group'] == 4
             assert 0 < r['noisy']['ssim'] <= 1 and np.isfinite(r['psnr'])
+        own = __import__('json').load(open(f'{workdir}/results.json'))
+        assert (own['protocol'], own['dataset']) == ('intra', 'imagenet2012')   # kept
