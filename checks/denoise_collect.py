@@ -61,11 +61,12 @@ def main(argv=None):
     for w in args.workdirs:
         paths = [os.path.join(w, 'results.json')] + sorted(
             glob.glob(os.path.join(w, 'results_inter_*.json')))
+        loaded = []
         for path in paths:
             with open(path) as f:
-                groups.append(group_row(w, json.load(f)))
-        with open(paths[0]) as f:
-            own = json.load(f)
+                loaded.append(json.load(f))
+            groups.append(group_row(w, loaded[-1]))
+        own = loaded[0]                  # results.json: the run's own, with full_images
         classical = classical_full_images(w, methods) if methods else {}
         for name, r in own.get('full_images', {}).items():
             full.append({'workdir': w, 'run': os.path.basename(os.path.normpath(w)), 'sigma': own['sigma'], 'photograph': name,

@@ -104,7 +104,7 @@ def write_results(results: dict, workdir: str, name: str = RESULTS_FILE) -> str:
     return write_json(os.path.join(workdir, name), results)
 
 
-def _evaluated(config) -> tuple[str, str]:
+def evaluated(config) -> tuple[str, str]:
     """(protocol, dataset) an evaluation with this config scores."""
     e = config.get('eval', {})
     if e.get('protocol', 'intra') == 'inter':
@@ -118,11 +118,11 @@ def results_file_for(config, workdir: str) -> str:
     `results_<protocol>_<dataset>.json` beside it, so that evaluating a workdir on
     another dataset never overwrites the run's results."""
     try:
-        own = _evaluated(load_config(workdir))
+        own = evaluated(load_config(workdir))
     except FileNotFoundError:
         return RESULTS_FILE
-    evaluated = _evaluated(config)
-    return RESULTS_FILE if evaluated == own else f'results_{evaluated[0]}_{evaluated[1]}.json'
+    protocol, dataset = evaluated(config)
+    return RESULTS_FILE if (protocol, dataset) == own else f'results_{protocol}_{dataset}.json'
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -200,10 +200,9 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
             outputs[LABELS[method]] = outs[0]
 
     speedup = _speedup(curves, pudnet['psnr'], pudnet_seconds, noisy_psnr)
-    inter = e.get('protocol') == 'inter'
-    summary = {'task': 'denoising', 'dataset': e.dataset if inter else config.data.name,
-               'pool': config.data.name, 'protocol': 'inter' if inter else 'intra',
-               'target': spec.name,
+    protocol, dataset = workdir_lib.evaluated(config)
+    summary = {'task': 'denoising', 'dataset': dataset, 'pool': config.data.name,
+               'protocol': protocol, 'target': spec.name,
                'sigma': float(config.noise.sigma), 'groups': len(test),
                'images_per_group': len(test[0][0]), 'backend': jax.default_backend(),
                'selection': f'learning rates on {len(tune)} groups of the validation '
@@ -214,8 +213,7 @@ def compare_denoising(config, model, spec, hyper_vars, loaded, workdir, train_se
     if 'pretrained_n2v' in control_scores:
         summary['gain_over_pretrained_n2v_db'], summary['gain_over_pretrained_n2v_db_ci95'] = \
             d(control_scores['pretrained_n2v'])
-    if c.get('full_images', False) and e.get('full_images', False) and \
-            e.get('protocol') != 'inter':
+    if c.get('full_images', False) and e.get('full_images', False) and protocol == 'intra':
         summary['full_images'] = compare_full_images(config, predictor, ctrl, sigma01,
                                                      tuple(c.classical) if 'classical' in
                                                      methods else ())
