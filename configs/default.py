@@ -101,6 +101,15 @@ def get_config():
     # groups every 100 steps add about 2.5 % to the default's training time.
     config.train.val_every = 100
     config.train.val_groups = 20
+    # The sketch's inner loop in meta-training (tasks/classification.py,
+    # make_sketch_adaptation): K steps s <- s - alpha * g / rms(g) on the leave-one-out
+    # metric loss of each episode's labelled images, alpha learned per sketch dimension
+    # (initialised at inner_lr), the episode's loss taken with the adapted sketch's
+    # network. Prediction then takes the same K steps with eval.refine_optimizer='learned'.
+    # 0: off (the paper's model). first_order: no second derivatives through the steps.
+    config.train.inner_steps = 0
+    config.train.inner_lr = 1.0
+    config.train.inner_first_order = True
 
     config.eval = ml_collections.ConfigDict()
     config.eval.ways = 4
@@ -126,6 +135,9 @@ def get_config():
     # metric loss of the labelled prediction images. 0: off.
     config.eval.refine_steps = 0
     config.eval.refine_lr = 0.1
+    # 'adam' (Adam of refine_lr) or 'learned' (the step meta-training learned,
+    # config.train.inner_steps > 0; refine_lr unused).
+    config.eval.refine_optimizer = 'adam'
 
     # --mode=compare: baselines on the first `groups` test groups; every baseline setting
     # is selected on validation groups (the validation role, never the test groups).

@@ -174,6 +174,13 @@ def _check_train(p: _Problems) -> None:
     if p.get(t + 'dtype', 'float32') not in ('float32', 'bfloat16'):
         p.add(t + 'dtype', p.get(t + 'dtype'), "must be 'float32' or 'bfloat16'")
     p.int_at_least(t + 'prefetch', 0, optional=True)
+    p.int_at_least(t + 'inner_steps', 0, optional=True)
+    if _is_int(p.get(t + 'inner_steps', 0)) and p.get(t + 'inner_steps', 0) > 0:
+        p.positive(t + 'inner_lr')
+        if (p.get('task') or 'classification') != 'classification':
+            p.add(t + 'inner_steps', p.get(t + 'inner_steps'),
+                  "is the classification task's inner loop; must be 0 for task "
+                  f"{p.get('task')!r}")
     if p.get(t + 'input', 'host') not in ('auto', 'device', 'host'):
         p.add(t + 'input', p.get(t + 'input'), "must be 'auto', 'device' or 'host'")
     if p.get(t + 'episode_batching') not in ('auto', 'unroll', 'vmap', 'map'):
@@ -197,6 +204,12 @@ def _check_eval(p: _Problems) -> None:
     p.int_at_least('eval.refine_steps', 0, optional=True)
     if p.get('eval.refine_steps', 0):
         p.number_in('eval.refine_lr', 0.0, 10.0, low_open=True)
+    optimizer = p.get('eval.refine_optimizer', 'adam')
+    if optimizer not in ('adam', 'learned'):
+        p.add('eval.refine_optimizer', optimizer, "must be 'adam' or 'learned'")
+    elif optimizer == 'learned' and not p.get('train.inner_steps', 0):
+        p.add('eval.refine_optimizer', optimizer, "'learned' needs a step learned in "
+              "meta-training: config.train.inner_steps > 0")
     if protocol == 'inter':
         from pudnet_jax import sources
         if p.get('eval.dataset') not in sources.SOURCES:

@@ -216,18 +216,26 @@ class Refined:
     """PudNet + refined sketch (`eval.refine_steps` > 0, `refine.py`) on the same groups:
     its accuracies and seconds, summarised beside the same controls. With `milestones`
     (step counts), also the network after each of them: `curve[k]` = (accuracies,
-    seconds) per group, as the training curves of the baselines."""
+    seconds) per group, as the training curves of the baselines.
+
+    A control of its own, `other`: each group (after the first) scored with the network
+    of the *previous* group's refined sketch (other classes of the same domain), with
+    this group's BatchNorm statistics and centroids. Own − other, paired, says whether the
+    refined network follows this group's data or only what every group of the domain
+    shares."""
 
     def __init__(self, config, model, spec, first, milestones=()):
         e = config.eval
         self.steps, self.lr = int(e.get('refine_steps') or 0), float(e.get('refine_lr') or 0.0)
+        self.optimizer = e.get('refine_optimizer', 'adam')
         self.ways, self.shots = e.ways, e.shots
         self.milestones = tuple(sorted(set(milestones) | {self.steps})) if self.steps else ()
         self.curve = {k: ([], []) for k in self.milestones}
+        self.other, self.previous = [], None
         if self.steps:
             self.predict = refine_lib.make_refined_predict_fn(
                 model, spec, e.ways, max(self.milestones), self.lr,
-                classification.tau_setting(config))
+                classification.tau_setting(config), self.optimizer)
             self.index = refine_lib.labelled_index(e.ways, first.support.shape[0] // e.ways,
                                                    e.shots)
 
@@ -235,12 +243,19 @@ class Refined:
         if not self.steps:
             return
         labels = group.support_labels[self.index]
-        for k, variables, seconds in self.predict(hyper_vars, group.support, self.index,
-                                                  labels, self.milestones):
+        for k, variables, seconds, sketch in self.predict(hyper_vars, group.support,
+                                                          self.index, labels, self.milestones):
             scores = scores_fn(variables, group.support[self.index], labels, group.query)
             accuracy = group_accuracy(scores, group.query_labels)[0]
             self.curve[k][0].append(accuracy)
             self.curve[k][1].append(seconds)
+            if k != self.steps:
+                continue
+            if self.previous is not None:
+                other = self.predict.finish(hyper_vars, self.previous, group.support)
+                scores = scores_fn(other, group.support[self.index], labels, group.query)
+                self.other.append(group_accuracy(scores, group.query_labels)[0])
+            self.previous = sketch
 
     @property
     def accuracies(self) -> list:
@@ -257,7 +272,11 @@ class Refined:
         gains = controls.summarize(self.accuracies, control_accs)
         gains.pop('controls')
         # The first group's time includes compilation: the median skips it.
-        return out | gains | {'steps': self.steps, 'lr': self.lr,
+        if self.other:
+            own = np.asarray(self.accuracies[1:]) - np.asarray(self.other)
+            gains['other_group'] = dict(zip(('accuracy', 'ci95'), mean_ci95(self.other)))
+            gains['gain_over_other_group'], gains['gain_over_other_group_ci95'] = mean_ci95(own)
+        return out | gains | {'steps': self.steps, 'lr': self.lr, 'optimizer': self.optimizer,
                               'seconds': self.median_seconds()}
 
 
@@ -406,13 +425,20 @@ def refined_rows(r: dict) -> list[tuple[str, str]]:
     if not f:
         return []
     pts = lambda k: f"{100 * f[k]:+.2f} ± {100 * f[k + '_ci95']:.2f}"
-    return [('PudNet + refined sketch',
-             f"{100 * f['accuracy']:.2f} ± {100 * f['ci95']:.2f} % ({f['steps']} Adam steps of "
-             f"{f['lr']:g} on the sketch, leave-one-out metric loss of the labelled images; "
+    how = (f"{f['steps']} learned step{'s' * (f['steps'] > 1)}"
+           if f.get('optimizer') == 'learned' else f"{f['steps']} Adam steps of {f['lr']:g}")
+    rows = [('PudNet + refined sketch',
+             f"{100 * f['accuracy']:.2f} ± {100 * f['ci95']:.2f} % ({how} on the sketch, "
+             f"leave-one-out metric loss of the labelled images; "
              f"{1000 * f['seconds']:.0f} ms per network)"),
             ('  its gains', f"over the mean sketch {pts('conditioning_gain')} points, over "
-                            f"untrained {pts('gain_over_untrained')} points (paired)"),
-            ('  verdict', controls.verdict(f).replace('PudNet is', 'PudNet + refined sketch is'))]
+                            f"untrained {pts('gain_over_untrained')} points (paired)")]
+    if 'other_group' in f:
+        rows.append(('  another group\'s', f"{100 * f['other_group']['accuracy']:.2f} % with the "
+                     f"previous group's refined sketch; own − other "
+                     f"{pts('gain_over_other_group')} points (paired)"))
+    return rows + [('  verdict', controls.verdict(f).replace('PudNet is',
+                                                             'PudNet + refined sketch is'))]
 
 
 def _prediction_set_text(r: dict) -> str:

@@ -225,7 +225,8 @@ def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
     ways = len(predict_pool)
     steps, lr = int(e.refine_steps), float(e.refine_lr)
     refine_fn = refine_lib.make_refine_fn(model, spec, ways, steps, lr,
-                                          classification.tau_setting(config))
+                                          classification.tau_setting(config),
+                                          e.get('refine_optimizer', 'adam'))
     images, _, _ = flatten(predict_pool)
     encode = jax.jit(lambda hv, x: model.apply(hv, data_lib.normalize(x), train=False,
                                                method=PudNet.encode))
@@ -250,6 +251,7 @@ def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
     gains = controls.summarize(accs, control_accs)
     gains.pop('controls')
     return out | gains | {'steps': steps, 'lr': lr,
+                          'optimizer': e.get('refine_optimizer', 'adam'),
                           'seconds': evaluate_lib.median_after_first(seconds)}
 
 

@@ -57,6 +57,22 @@ def consistency_loss(metric_logits, head_logits, episode_classes):
     return kl.mean()
 
 
+def leave_one_out_loss(features, labels, ways: int, tau):
+    """Cross-entropy of each sample against centroids that exclude it."""
+    onehot = jax.nn.one_hot(labels, ways, dtype=features.dtype)          # (n, K)
+    f = features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-8)
+    sums = onehot.T @ features                                            # (K, D)
+    counts = onehot.sum(0)                                                # (K,)
+    # Per sample: its own class's centroid (mean feature, as `class_centroids`) without
+    # it; the other classes' as they are.
+    own = (sums[labels] - features) / jnp.maximum(counts[labels] - 1.0, 1.0)[:, None]
+    centroids = jnp.where(onehot[:, :, None] > 0, own[:, None, :],
+                          (sums / jnp.maximum(counts, 1.0)[:, None])[None])       # (n, K, D)
+    u = centroids / jnp.maximum(jnp.linalg.norm(centroids, axis=-1, keepdims=True), 1e-8)
+    logits = tau * jnp.einsum('nd,nkd->nk', f, u)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
 def pudnet_loss(support_features, support_labels, query_features, query_labels,
                 head_logits, episode_classes, tau, use_full_head: bool = True,
                 use_kl: bool = True, metric_weight: float = 1.0, kl_weight: float = 1.0):

@@ -188,6 +188,7 @@ def folder_settings(config) -> 'ml_collections.ConfigDict':
         'untrained_seeds': e.get('untrained_seeds', 3),
         'mean_sketch_images': e.get('mean_sketch_images', 500),
         'refine_steps': e.get('refine_steps', 0), 'refine_lr': e.get('refine_lr', 0.1),
+        'refine_optimizer': e.get('refine_optimizer', 'adam'),
         'predict_fraction': 1.0 - p.get('holdout_fraction', 0.2)})
 
 

@@ -23,36 +23,29 @@ import numpy as np
 import optax
 
 from pudnet_jax.hypernet import PudNet
+from pudnet_jax.losses import leave_one_out_loss  # noqa: F401  (refine.leave_one_out_loss)
 from pudnet_jax.tasks import classification
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 
-def leave_one_out_loss(features, labels, ways: int, tau):
-    """Cross-entropy of each sample against centroids that exclude it."""
-    onehot = jax.nn.one_hot(labels, ways, dtype=features.dtype)          # (n, K)
-    f = features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-8)
-    sums = onehot.T @ features                                            # (K, D)
-    counts = onehot.sum(0)                                                # (K,)
-    # Per sample: its own class's centroid (mean feature, as `class_centroids`) without
-    # it; the other classes' as they are.
-    own = (sums[labels] - features) / jnp.maximum(counts[labels] - 1.0, 1.0)[:, None]
-    centroids = jnp.where(onehot[:, :, None] > 0, own[:, None, :],
-                          (sums / jnp.maximum(counts, 1.0)[:, None])[None])       # (n, K, D)
-    u = centroids / jnp.maximum(jnp.linalg.norm(centroids, axis=-1, keepdims=True), 1e-8)
-    logits = tau * jnp.einsum('nd,nkd->nk', f, u)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+OPTIMIZERS = ('adam', 'learned')
 
 
 @functools.lru_cache(maxsize=None)
 def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float,
-                   tau_setting: tuple[float, bool]):
+                   tau_setting: tuple[float, bool], optimizer: str = 'adam'):
     """(hyper vars, start sketch, prediction images, labelled index, labels) → the refined
     sketch after `steps` Adam steps. `labelled index` picks the labelled images out of
     the prediction images, whose features come from the BatchNorm-statistics pass itself
     (exactly the features the saved network gives them). `tau_setting`:
     `tasks.classification.tau_setting(config)`. One jitted step, looped in Python:
-    XLA:CPU runs convolutions inside a `while` loop ~20x slower."""
-    opt = optax.adam(lr)
+    XLA:CPU runs convolutions inside a `while` loop ~20x slower. `optimizer`: 'adam'
+    (Adam of `lr`) or 'learned' (the inner loop meta-training ran,
+    `config.train.inner_steps`: `classification.inner_update` with the trained per-dimension
+    step size; `lr` unused)."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f'eval.refine_optimizer must be one of {OPTIMIZERS}; got {optimizer!r}.')
+    opt = optax.adam(lr) if optimizer == 'adam' else optax.identity()
 
     def loss(hyper_vars, s, images, index, labels):
         params = model.apply(hyper_vars, s, method=PudNet.generate)
@@ -63,6 +56,8 @@ def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: f
     @jax.jit
     def step(hyper_vars, s, opt_state, images, index, labels):
         g = jax.grad(loss, argnums=1)(hyper_vars, s, images, index, labels)
+        if optimizer == 'learned':
+            return classification.inner_update(hyper_vars['params'], s, g), opt_state
         updates, opt_state = opt.update(g, opt_state, s)
         return optax.apply_updates(s, updates), opt_state
 
@@ -88,13 +83,13 @@ def labelled_index(ways: int, per_class: int, shots: int):
 
 @functools.lru_cache(maxsize=None)
 def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float,
-                            tau_setting: tuple[float, bool]):
+                            tau_setting: tuple[float, bool], optimizer: str = 'adam'):
     """(hyper vars, prediction images, labelled index, labels, milestones) → [(k, the
     target's variables generated from the sketch after k steps (BatchNorm statistics from
-    the prediction images), the seconds a k-step prediction takes)] for each k of
+    the prediction images), the seconds a k-step prediction takes, that sketch)] for each k of
     `milestones` (≤ `steps`): the encoding, the k steps and the generation, each timed, so
     the generations of earlier milestones do not count in a later one's seconds."""
-    refine = make_refine_fn(model, spec, ways, steps, lr, tau_setting)
+    refine = make_refine_fn(model, spec, ways, steps, lr, tau_setting, optimizer)
     encode = jax.jit(lambda hv, x: model.apply(hv, x, train=False, method=PudNet.encode).mean(0))
     finish = jax.jit(lambda hv, s, x: _variables(model, spec, hv, s, x))
 
@@ -106,8 +101,9 @@ def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: i
         for k, s, t_steps in refine(hyper_vars, s0, images, index, labels, milestones):
             t1 = time.perf_counter()
             variables = jax.block_until_ready(finish(hyper_vars, s, images))
-            out.append((k, variables, t_encode + t_steps + time.perf_counter() - t1))
+            out.append((k, variables, t_encode + t_steps + time.perf_counter() - t1, s))
         return out
+    predict.finish = finish      # (hyper vars, sketch, images) -> the target's variables
     return predict
 
 

@@ -108,6 +108,9 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_devic
     (`input_pipeline.device_feed`; replicated on a mesh, the indices split)."""
     task = tasks.of(config)
     episode_loss = task.make_episode_loss(config, spec)
+    # Optional: a task's inner loop on each episode's sketch before generation
+    # (classification with config.train.inner_steps > 0).
+    adapt = getattr(task, 'make_sketch_adaptation', lambda *_: None)(config, model, spec)
     mode = resolve_batching(config.train.episode_batching)
 
     def train_step(state: TrainState, batch):
@@ -123,6 +126,8 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_devic
             sketches = feats.reshape(num_episodes, per_episode, -1).mean(axis=1)
 
             def episode(sketch, ep):
+                if adapt is not None:
+                    sketch = adapt(hyper_params, task_params, sketch, ep)
                 generated = model.apply({'params': hyper_params}, sketch,
                                         method=PudNet.generate)
                 return episode_loss(task_params, generated, ep)

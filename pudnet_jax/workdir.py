@@ -32,7 +32,8 @@ RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoi
 ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',
                 'model.residual': False, 'model.film': False, 'eval.refine_steps': 0,
                 'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
-                'train.prefetch': 0}
+                'train.prefetch': 0, 'train.inner_steps': 0, 'train.inner_lr': 1.0,
+                'train.inner_first_order': True}
 CLASSES_FILE = 'classes.json'
 RESULTS_FILE = 'results.json'     # the evaluation's numbers, every one
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes

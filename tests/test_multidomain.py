@@ -66,6 +66,12 @@ def test_leave_one_domain_out_roles_are_disjoint(held_out):
         assert not train & (set(layout['mnist']) | set(layout['digits']))
     inter = md_config.get_config(held_out + ',inter')
     assert inter.eval.protocol == 'inter' and inter.eval.dataset == f'md_{held_out}'
+    # The paper's model: the same roles, no inner loop, the L2 head, Adam refinement.
+    paper = md_config.get_config(held_out + ',paper,inter')
+    assert paper.data.train_classes == config.data.train_classes
+    assert paper.train.inner_steps == 0 and paper.loss.use_full_head
+    assert paper.eval.refine_optimizer == 'adam' and paper.eval.protocol == 'inter'
+    assert config.train.inner_steps == 1 and config.eval.refine_optimizer == 'learned'
 
 
 def test_domain_episodes_draw_every_episode_from_one_domain():

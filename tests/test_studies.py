@@ -203,6 +203,13 @@ def test_the_lodo_sweep_keeps_rows_it_did_not_rerun(tmp_path, monkeypatch):
                '--set', 'model.film=True'])
     with open(out + '.json') as f:
         assert [r['domain'] for r in json.load(f)['rows']] == ['math']
+    # ... nor rows of another variant of the config; the variant reaches the command.
+    lodo.main(['--root', root, '--domains', 'math', '--out', out, '--variant', 'paper'])
+    with open(out + '.json') as f:
+        saved = json.load(f)
+    assert [r['domain'] for r in saved['rows']] == ['math'] and saved['variant'] == 'paper'
+    args = lodo.parse_args(['--variant', 'paper'])
+    assert f'--config={lodo.CONFIG}:mnist,paper' in lodo.command(args, 'mnist', 'w')
     with pytest.raises(SystemExit):
         lodo.main(['--domains', 'klingon', '--out', out])
 
@@ -233,3 +240,25 @@ def test_a_finished_run_is_reused_across_compare_settings_and_added_fields(tmp_p
     with open(os.path.join(path, workdir_lib.CONFIG_FILE), 'w') as f:
         json.dump(saved, f)
     assert studies._finished(path, config)     # config.model.film is the default, False
+
+
+def test_the_lodo_table_names_the_learned_step_and_the_other_group_control(tmp_path, monkeypatch):
+    from pudnet_jax.studies import lodo
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root, out = str(tmp_path / 'runs'), str(tmp_path / 'lodo')
+    _fake_lodo_workdir(root, 'cyrillic', 0.7)
+    path = os.path.join(root, 'cyrillic', 'results.json')
+    with open(path) as f:
+        results = json.load(f)
+    results['refined'] = {'accuracy': 0.8, 'ci95': 0.01, 'conditioning_gain': 0.2,
+                          'conditioning_gain_ci95': 0.02, 'gain_over_untrained': 0.2,
+                          'gain_over_untrained_ci95': 0.02, 'seconds': 0.09, 'steps': 1,
+                          'optimizer': 'learned', 'gain_over_other_group': 0.013,
+                          'gain_over_other_group_ci95': 0.005}
+    with open(path, 'w') as f:
+        json.dump(results, f)
+    lodo.main(['--root', root, '--domains', 'cyrillic', '--out', out])
+    with open(out + '.md') as f:
+        head, _, line = f.read().strip().splitlines()
+    assert 'PudNet + learned step' in head and "another group's" in head
+    assert line.endswith('| +1.30 ± 0.50 |') and '80.00 ± 1.00' in line

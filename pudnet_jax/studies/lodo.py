@@ -1,17 +1,18 @@
 """Leave-one-domain-out sweep of the multi-domain config: one row per held-out domain.
 
   python -m pudnet_jax.studies lodo --root runs/lodo [--domains animal,mnist] [--parallel 2]
-      [--set model.residual=True ...] [--out docs/lodo]
+      [--variant paper] [--set model.residual=True ...] [--out docs/lodo]
 
 Run from the repository root (configs/multidomain.py). For each domain,
-`python -m pudnet_jax --config configs/multidomain.py:<domain>` trains in
+`python -m pudnet_jax --config configs/multidomain.py:<domain>[,<variant>]` trains in
 ROOT/<domain> (a finished workdir, one with results.json, is not retrained; an
 interrupted one resumes), then the row: PudNet's single forward pass, the untrained and
 mean-sketch controls, the conditioning gain and the gain over untrained (paired 95% CIs)
-and PudNet + refined sketch when the config refines. `--parallel N` runs N trainings at
+and PudNet + refined sketch (or + learned step) when the config refines. `--parallel N` runs N trainings at
 once, each pinned to its own CPU core when the machine has that many. Writes OUT.json and
 OUT.md (wins and losses alike: nothing is dropped); rows OUT.json already holds for other
-domains, or for domains whose workdir is gone, made with the same --set, are kept.
+domains, or for domains whose workdir is gone, made with the same --variant and --set,
+are kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def parse_args(argv):
     parser.add_argument('--domains', default=','.join(multidomain.DOMAINS),
                         help='comma-separated held-out domains (default: all)')
     parser.add_argument('--parallel', type=int, default=1, help='trainings at once')
+    parser.add_argument('--variant', default='',
+                        help="a variant of configs/multidomain.py, e.g. 'paper' (the paper's "
+                             'model with 10 Adam refinement steps)')
     parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                         help='config override of every run, e.g. model.residual=True')
     parser.add_argument('--out', default='docs/lodo', help='output prefix (.json, .md)')
@@ -50,7 +54,8 @@ def parse_args(argv):
 
 
 def command(args, domain: str, workdir: str) -> list[str]:
-    return ([sys.executable, '-m', 'pudnet_jax', f'--config={CONFIG}:{domain}',
+    variant = f',{args.variant}' if args.variant else ''
+    return ([sys.executable, '-m', 'pudnet_jax', f'--config={CONFIG}:{domain}{variant}',
              f'--workdir={workdir}'] + [f'--config.{s}' for s in args.set])
 
 
@@ -114,7 +119,11 @@ def row(root: str, domain: str) -> dict | None:
                    refined_gain=f['conditioning_gain'], refined_gain_ci95=f['conditioning_gain_ci95'],
                    refined_over_untrained=f['gain_over_untrained'],
                    refined_over_untrained_ci95=f['gain_over_untrained_ci95'],
-                   refined_seconds=f['seconds'])
+                   refined_seconds=f['seconds'], refined_steps=f.get('steps'),
+                   refined_optimizer=f.get('optimizer', 'adam'))
+        if 'gain_over_other_group' in f:
+            out.update(refined_over_other_group=f['gain_over_other_group'],
+                       refined_over_other_group_ci95=f['gain_over_other_group_ci95'])
     return out
 
 
@@ -126,8 +135,15 @@ def markdown(rows) -> str:
             'conditioning gain | gain over untrained |')
     sep = '|---|---|---|---|---|---|---|'
     if refined:
-        head += ' PudNet + refined sketch | its gain over mean sketch | its gain over untrained |'
+        first = next(r for r in rows if 'refined' in r)
+        name = ('PudNet + learned step' if first.get('refined_optimizer') == 'learned'
+                else 'PudNet + refined sketch')
+        head += f' {name} | its gain over mean sketch | its gain over untrained |'
         sep += '---|---|---|'
+    other = any('refined_over_other_group' in r for r in rows)
+    if other:
+        head += " its gain over another group's refined sketch |"
+        sep += '---|'
     lines = [head, sep]
     for r in rows:
         line = (f"| {r['domain']} ({r['test_classes']} classes) | {r['validation_domain']} | "
@@ -139,6 +155,9 @@ def markdown(rows) -> str:
                      f"{pts(r['refined_gain'], r['refined_gain_ci95'])} | "
                      f"{pts(r['refined_over_untrained'], r['refined_over_untrained_ci95'])} |"
                      if 'refined' in r else ' | | |')
+        if other:
+            line += (f" {pts(r['refined_over_other_group'], r['refined_over_other_group_ci95'])} |"
+                     if 'refined_over_other_group' in r else ' |')
         lines.append(line)
     return '\n'.join(lines) + '\n'
 
@@ -151,7 +170,8 @@ def earlier_rows(args) -> dict:
         return {}
     with open(path) as f:
         saved = json.load(f)
-    if saved.get('overrides', []) != list(args.set):
+    if (saved.get('overrides', []) != list(args.set)
+            or saved.get('variant', '') != args.variant):
         return {}
     return {r['domain']: r for r in saved.get('rows', [])}
 
@@ -169,7 +189,8 @@ def main(argv=None) -> None:
             rows.append(r)
     missing = [d for d in args.domains if d not in {r['domain'] for r in rows}]
     os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    write_json(args.out + '.json', {'rows': rows, 'missing': missing, 'overrides': args.set})
+    write_json(args.out + '.json', {'rows': rows, 'missing': missing, 'overrides': args.set,
+                                    'variant': args.variant})
     text = markdown(rows)
     with open(args.out + '.md', 'w') as f:
         f.write(text)

@@ -12,6 +12,9 @@ trainers pick their task module). `train.py` knows no task; a task module suppli
                                          hypernetwork's in the train state's `params`
     make_episode_loss(config, spec)      (task params, generated target params, episode)
                                          -> (loss, metrics dict), per episode
+    make_sketch_adaptation(config, model, spec)   optional: None, or (hyper params, task
+                                         params, sketch, episode) -> the sketch the
+                                         episode's network is generated from
     Metrics                              a clu `metrics.Collection` of those metrics
     PROGRESS                             (metric, label) on the progress line
     validation_curve(config, model, spec, data, workdir, start_step) -> curve or None

@@ -4,7 +4,9 @@ L = λ1·L1 + L2 + λ3·L3 (`losses.pudnet_loss`); evaluation on held-out classe
 
 The task owns the training-only full-class head Q_φ and the temperature τ (its
 parameters `full_head` and `log_tau`, kept beside the hypernetwork's in the train
-state and in checkpoints, where they always were).
+state and in checkpoints, where they always were), and, with `config.train.inner_steps`
+> 0, the learned step size of the sketch's inner loop (`log_inner_lr`, one per sketch
+dimension; `make_sketch_adaptation`).
 """
 
 import os
@@ -24,7 +26,7 @@ from pudnet_jax.files import write_json
 from pudnet_jax.losses import pudnet_loss
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
-PARAM_NAMES = ('full_head', 'log_tau')
+PARAM_NAMES = ('full_head', 'log_tau', 'log_inner_lr')
 PROGRESS = ('accuracy', 'episode acc')
 TARGET_OUTPUT = 'features'
 MODES = ('train', 'evaluate', 'predict', 'compare')
@@ -33,16 +35,22 @@ COMPARE_METHODS = ('pretrained', 'protonet', 'adam', 'gc', 'finetune_pudnet',
 
 
 class Params(nn.Module):
-    """Q_φ (a linear head over the target's features to every training class) and,
-    when learned, log τ."""
+    """Q_φ (a linear head over the target's features to every training class), when
+    learned log τ, and with `sketch_size` > 0 the log of the inner loop's per-dimension
+    step size (initialised at `inner_lr`)."""
     num_classes: int
     temperature: float = 10.0
     learn_temperature: bool = False
+    sketch_size: int = 0
+    inner_lr: float = 1.0
 
     def setup(self):
         self.head = nn.Dense(self.num_classes, name='full_head')
         if self.learn_temperature:
             self.log_tau = self.param('log_tau', lambda _: jnp.log(jnp.float32(self.temperature)))
+        if self.sketch_size:
+            self.log_inner_lr = self.param('log_inner_lr', lambda _: jnp.full(
+                (self.sketch_size,), jnp.log(jnp.float32(self.inner_lr))))
 
     def __call__(self, features):
         return self.head(features)
@@ -54,8 +62,18 @@ class Params(nn.Module):
 
 
 def make_params_module(config) -> Params:
+    inner = int(config.train.get('inner_steps', 0) or 0)
     return Params(len(config.data.train_classes), config.loss.temperature,
-                  config.loss.learn_temperature)
+                  config.loss.learn_temperature,
+                  sketch_size=sketch_size(config) if inner else 0,
+                  inner_lr=float(config.train.get('inner_lr', 1.0)))
+
+
+def sketch_size(config) -> int:
+    """The length of the sketch `PudNet.generate` takes (the encoder's, doubled by
+    `model.set_pooling='mean_sq'`)."""
+    m = config.model
+    return int(m.sketch_dim) * (2 if m.get('set_pooling', 'mean') == 'mean_sq' else 1)
 
 
 def init_params(config, spec: TargetSpec, seed: int) -> dict:
@@ -86,6 +104,52 @@ def loss_weights(loss_cfg) -> tuple[float, float]:
         raise ValueError('config.loss.use_full_head=False leaves only L1, but '
                          'config.loss.metric_weight is 0: nothing would be trained.')
     return weights['metric_weight'], weights['kl_weight']
+
+
+def inner_update(task_params: dict, sketch, grad):
+    """One step of the sketch's inner loop: s − α ⊙ g / rms(g), α = exp(`log_inner_lr`)
+    learned per sketch dimension (Meta-SGD's rule on LEO's latent code). The gradient is
+    divided by its root mean square, so the step's length is α's whatever the scale of
+    the loss on a new domain (as Adam's first step, which `eval.refine_optimizer='adam'`
+    takes, is lr · sign(g))."""
+    rms = jnp.sqrt(jnp.mean(jnp.square(grad)) + 1e-12)
+    return sketch - jnp.exp(task_params['log_inner_lr']) * grad / rms
+
+
+def make_sketch_adaptation(config, model, spec: TargetSpec):
+    """With `config.train.inner_steps` = K > 0: (hyper params, task params, sketch, one
+    episode) → the sketch after K inner steps (`inner_update`) on the leave-one-out metric
+    loss of the episode's labelled (support) images, through the network generated from
+    the current sketch with BatchNorm statistics from the support set: exactly what
+    `refine.py` does at prediction time with `eval.refine_optimizer='learned'`. The
+    episode's loss is then taken with the network of the adapted sketch, so meta-training
+    teaches the encoder, the generators and α to make those K steps pay (as LEO trains
+    through its latent refinement). `train.inner_first_order`: the inner gradient is a
+    constant to the outer one (no second derivatives; α and everything before the sketch
+    still learn). None when K = 0."""
+    steps = int(config.train.get('inner_steps', 0) or 0)
+    if not steps:
+        return None
+    from pudnet_jax.hypernet import PudNet
+    from pudnet_jax.losses import leave_one_out_loss
+    ways, first_order = config.train.ways, bool(config.train.get('inner_first_order', True))
+    head = make_params_module(config)
+
+    def adapt(hyper_params, task_params, sketch, ep: data_lib.Episodes):
+        t = head.apply({'params': task_params}, method=Params.tau)
+
+        def inner_loss(s):
+            generated = model.apply({'params': hyper_params}, s, method=PudNet.generate)
+            feats, _, _ = apply_with_dataset_stats(spec, generated, ep.support)
+            return leave_one_out_loss(feats, ep.support_labels, ways, t)
+
+        for _ in range(steps):
+            g = jax.grad(inner_loss)(sketch)
+            if first_order:
+                g = jax.lax.stop_gradient(g)
+            sketch = inner_update(task_params, sketch, g)
+        return sketch
+    return adapt
 
 
 @flax.struct.dataclass
