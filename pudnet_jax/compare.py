@@ -159,7 +159,8 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
                              one_off=pudnet_train_seconds,
                              family='pudnet_refined' if k == refined.steps
                              else 'pudnet_refined_curve', epochs=k,
-                             note=(f'{k} learned steps on the sketch' if refined.optimizer == 'learned'
+                             note=(f'{k} learned step{"s" * (k > 1)} on the sketch'
+                                   if refined.optimizer == 'learned'
                                    else f'{k} Adam steps of {refined.lr:g} on the sketch')))
 
     # The controls, as in results.json: untrained target, mean-sketch network.
