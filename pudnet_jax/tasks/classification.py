@@ -23,7 +23,8 @@ from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import inter_dataset, sources
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.files import write_json
-from pudnet_jax.losses import pudnet_loss
+from pudnet_jax.hypernet import PudNet
+from pudnet_jax.losses import leave_one_out_loss, pudnet_loss
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 PARAM_NAMES = ('full_head', 'log_tau', 'log_inner_lr')
@@ -130,8 +131,6 @@ def make_sketch_adaptation(config, model, spec: TargetSpec):
     steps = int(config.train.get('inner_steps', 0) or 0)
     if not steps:
         return None
-    from pudnet_jax.hypernet import PudNet
-    from pudnet_jax.losses import leave_one_out_loss
     ways, first_order = config.train.ways, bool(config.train.get('inner_first_order', True))
     head = make_params_module(config)
 
