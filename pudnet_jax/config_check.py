@@ -177,7 +177,8 @@ def _check_train(p: _Problems) -> None:
     p.int_at_least(t + 'inner_steps', 0, optional=True)
     if _is_int(p.get(t + 'inner_steps', 0)) and p.get(t + 'inner_steps', 0) > 0:
         p.positive(t + 'inner_lr')
-        if (p.get('task') or 'classification') != 'classification':
+        from pudnet_jax import tasks
+        if (p.get('task') or tasks.DEFAULT) != 'classification':
             p.add(t + 'inner_steps', p.get(t + 'inner_steps'),
                   "is the classification task's inner loop; must be 0 for task "
                   f"{p.get('task')!r}")

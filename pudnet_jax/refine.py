@@ -18,12 +18,10 @@ import functools
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from pudnet_jax.hypernet import PudNet
-from pudnet_jax.losses import leave_one_out_loss  # noqa: F401  (refine.leave_one_out_loss)
 from pudnet_jax.tasks import classification
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
@@ -35,7 +33,7 @@ OPTIMIZERS = ('adam', 'learned')
 def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: float,
                    tau_setting: tuple[float, bool], optimizer: str = 'adam'):
     """(hyper vars, start sketch, prediction images, labelled index, labels) → the refined
-    sketch after `steps` Adam steps. `labelled index` picks the labelled images out of
+    sketch after `steps` steps on `classification.sketch_loss`. `labelled index` picks the labelled images out of
     the prediction images, whose features come from the BatchNorm-statistics pass itself
     (exactly the features the saved network gives them). `tau_setting`:
     `tasks.classification.tau_setting(config)`. One jitted step, looped in Python:
@@ -48,10 +46,9 @@ def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: f
     opt = optax.adam(lr) if optimizer == 'adam' else optax.identity()
 
     def loss(hyper_vars, s, images, index, labels):
-        params = model.apply(hyper_vars, s, method=PudNet.generate)
-        feats, _, _ = apply_with_dataset_stats(spec, params, images)
         tau = classification.tau(hyper_vars['params'], tau_setting)
-        return leave_one_out_loss(feats[index], labels, ways, tau)
+        return classification.sketch_loss(model, spec, hyper_vars['params'], s, images,
+                                          labels, ways, tau, index)
 
     @jax.jit
     def step(hyper_vars, s, opt_state, images, index, labels):

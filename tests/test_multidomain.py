@@ -8,7 +8,7 @@ import pytest
 
 from configs import multidomain as md_config
 from configs import test as test_config
-from pudnet_jax import data, multidomain, refine, sources
+from pudnet_jax import data, losses, multidomain, refine, sources
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import train as train_lib
 from pudnet_jax import workdir as workdir_lib
@@ -180,7 +180,7 @@ def test_leave_one_out_loss_matches_numpy():
     rng = np.random.default_rng(1)
     f = rng.normal(size=(9, 5)).astype(np.float32)
     labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    got = float(refine.leave_one_out_loss(jnp.asarray(f), jnp.asarray(labels), 3, 10.0))
+    got = float(losses.leave_one_out_loss(jnp.asarray(f), jnp.asarray(labels), 3, 10.0))
     unit = lambda v: v / np.linalg.norm(v)
     total = 0.0
     for i in range(9):
@@ -210,7 +210,7 @@ def test_refinement_lowers_its_loss_and_is_reported(trained_workdir):
     def loss(s):
         params = model.apply(hyper, s, method=PudNet.generate)
         feats, _, _ = evaluate_lib.apply_with_dataset_stats(spec, params, group.support)
-        return float(refine.leave_one_out_loss(feats[index], labels, e.ways, 10.0))
+        return float(losses.leave_one_out_loss(feats[index], labels, e.ways, 10.0))
     s = refine.make_refine_fn(model, spec, e.ways, 8, 0.3, classification.tau_setting(config))(
         hyper, s0, group.support, index, labels)
     assert not np.allclose(s, s0) and loss(s) < loss(s0)

@@ -117,11 +117,25 @@ def inner_update(task_params: dict, sketch, grad):
     return sketch - jnp.exp(task_params['log_inner_lr']) * grad / rms
 
 
+def sketch_loss(model, spec: TargetSpec, hyper_params: dict, sketch, images, labels,
+                ways: int, tau, index=None):
+    """The loss a sketch is stepped on: the leave-one-out metric loss
+    (`losses.leave_one_out_loss`) of the labelled images `images[index]` (all of them
+    when `index` is None), through the network generated from `sketch` with BatchNorm
+    statistics from all of `images`. Meta-training's inner loop
+    (`make_sketch_adaptation`) and the refinement at prediction (`refine.py`) both take
+    their steps on it."""
+    generated = model.apply({'params': hyper_params}, sketch, method=PudNet.generate)
+    feats, _, _ = apply_with_dataset_stats(spec, generated, images)
+    return leave_one_out_loss(feats if index is None else feats[index], labels, ways, tau)
+
+
 def make_sketch_adaptation(config, model, spec: TargetSpec):
     """With `config.train.inner_steps` = K > 0: (hyper params, task params, sketch, one
     episode) → the sketch after K inner steps (`inner_update`) on the leave-one-out metric
     loss of the episode's labelled (support) images, through the network generated from
-    the current sketch with BatchNorm statistics from the support set: exactly what
+    the current sketch with BatchNorm statistics from the support set (`sketch_loss`):
+    exactly what
     `refine.py` does at prediction time with `eval.refine_optimizer='learned'`. The
     episode's loss is then taken with the network of the adapted sketch, so meta-training
     teaches the encoder, the generators and α to make those K steps pay (as LEO trains
@@ -136,14 +150,9 @@ def make_sketch_adaptation(config, model, spec: TargetSpec):
 
     def adapt(hyper_params, task_params, sketch, ep: data_lib.Episodes):
         t = head.apply({'params': task_params}, method=Params.tau)
-
-        def inner_loss(s):
-            generated = model.apply({'params': hyper_params}, s, method=PudNet.generate)
-            feats, _, _ = apply_with_dataset_stats(spec, generated, ep.support)
-            return leave_one_out_loss(feats, ep.support_labels, ways, t)
-
         for _ in range(steps):
-            g = jax.grad(inner_loss)(sketch)
+            g = jax.grad(lambda s: sketch_loss(model, spec, hyper_params, s, ep.support,
+                                               ep.support_labels, ways, t))(sketch)
             if first_order:
                 g = jax.lax.stop_gradient(g)
             sketch = inner_update(task_params, sketch, g)
