@@ -178,10 +178,10 @@ def _check_train(p: _Problems) -> None:
     if _is_int(p.get(t + 'inner_steps', 0)) and p.get(t + 'inner_steps', 0) > 0:
         p.positive(t + 'inner_lr')
         from pudnet_jax import tasks
-        if (p.get('task') or tasks.DEFAULT) != 'classification':
+        task = p.get('task') or tasks.DEFAULT
+        if task in tasks.TASKS and not hasattr(tasks.get(task), 'make_sketch_adaptation'):
             p.add(t + 'inner_steps', p.get(t + 'inner_steps'),
-                  "is the classification task's inner loop; must be 0 for task "
-                  f"{p.get('task')!r}")
+                  f"must be 0: task {task!r} has no inner loop (make_sketch_adaptation)")
     if p.get(t + 'input', 'host') not in ('auto', 'device', 'host'):
         p.add(t + 'input', p.get(t + 'input'), "must be 'auto', 'device' or 'host'")
     if p.get(t + 'episode_batching') not in ('auto', 'unroll', 'vmap', 'map'):
@@ -211,6 +211,10 @@ def _check_eval(p: _Problems) -> None:
     elif optimizer == 'learned' and not p.get('train.inner_steps', 0):
         p.add('eval.refine_optimizer', optimizer, "'learned' needs a step learned in "
               "meta-training: config.train.inner_steps > 0")
+    elif (optimizer != 'learned' and p.get('eval.refine_steps', 0)
+          and p.get('task') == 'denoising'):
+        p.add('eval.refine_optimizer', optimizer, "denoising refines only with the step "
+              "learned in meta-training: must be 'learned' when eval.refine_steps > 0")
     if protocol == 'inter':
         from pudnet_jax import sources
         if p.get('eval.dataset') not in sources.SOURCES:

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 import optax
 
+from pudnet_jax import inner_loop
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.tasks import classification
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
@@ -39,7 +40,7 @@ def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: f
     `tasks.classification.tau_setting(config)`. One jitted step, looped in Python:
     XLA:CPU runs convolutions inside a `while` loop ~20x slower. `optimizer`: 'adam'
     (Adam of `lr`) or 'learned' (the inner loop meta-training ran,
-    `config.train.inner_steps`: `classification.inner_update` with the trained per-dimension
+    `config.train.inner_steps`: `inner_loop.update` with the trained per-dimension
     step size; `lr` unused)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f'eval.refine_optimizer must be one of {OPTIMIZERS}; got {optimizer!r}.')
@@ -54,7 +55,7 @@ def make_refine_fn(model: PudNet, spec: TargetSpec, ways: int, steps: int, lr: f
     def step(hyper_vars, s, opt_state, images, index, labels):
         g = jax.grad(loss, argnums=1)(hyper_vars, s, images, index, labels)
         if optimizer == 'learned':
-            return classification.inner_update(hyper_vars['params'], s, g), opt_state
+            return inner_loop.update(hyper_vars['params'], s, g), opt_state
         updates, opt_state = opt.update(g, opt_state, s)
         return optax.apply_updates(s, updates), opt_state
 

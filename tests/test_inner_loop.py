@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import test as test_config
-from pudnet_jax import config_check, data, refine
+from pudnet_jax import config_check, data, inner_loop, refine
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import tasks
 from pudnet_jax import train as train_lib
@@ -53,11 +53,11 @@ def test_step_size_is_a_task_parameter_only_with_an_inner_loop():
 def test_inner_update_moves_each_dimension_by_its_step_size():
     task_params = {'log_inner_lr': jnp.log(jnp.array([0.5, 2.0, 1.0]))}
     g = jnp.array([3.0, -3.0, 0.0])
-    s = classification.inner_update(task_params, jnp.zeros(3), g)
+    s = inner_loop.update(task_params, jnp.zeros(3), g)
     rms = np.sqrt((9 + 9 + 0) / 3)
     np.testing.assert_allclose(s, [-0.5 * 3 / rms, 2.0 * 3 / rms, 0.0], rtol=1e-6)
     # Scale-free: the same step for a gradient 1000 times larger.
-    np.testing.assert_allclose(classification.inner_update(task_params, jnp.zeros(3), 1e3 * g),
+    np.testing.assert_allclose(inner_loop.update(task_params, jnp.zeros(3), 1e3 * g),
                                s, rtol=1e-5)
 
 
@@ -177,9 +177,70 @@ def test_bad_inner_loop_settings_are_refused_in_one_line(change, field):
     assert len(str(e.value).strip().splitlines()) == 1
 
 
-def test_denoising_has_no_inner_loop():
-    from configs import denoise
-    config = denoise.get_config()
-    config.train.inner_steps = 1
-    with pytest.raises(ValueError, match=r'train\.inner_steps'):
+def _denoise_config(steps=1):
+    import sys, os
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_denoising import _tiny
+    config = _tiny()
+    config.train.inner_steps, config.train.inner_lr = steps, 0.4
+    if steps:
+        config.eval.refine_steps, config.eval.refine_optimizer = steps, 'learned'
+    return config
+
+
+def test_denoising_inner_step_is_the_learned_step_at_prediction():
+    """Denoising: α exists only with the loop; the training adaptation of a group equals
+    the Predictor's learned step for the same group and mask key (the Noise2Void loss of
+    the noisy group, no clean image); its length is α; and the inner step's mask is not
+    the outer loss's."""
+    from pudnet_jax.tasks import denoising
+    from pudnet_jax.tasks.denoising import evaluation
+    off = _denoise_config(steps=0)
+    model, spec = build_model(off)
+    assert denoising.init_params(off, spec, 0) == {}
+    assert denoising.make_sketch_adaptation(off, model, spec) is None
+    config = _denoise_config(steps=1)
+    config_check.validate(config)
+    variables = tasks.init_variables(config, model, spec, 0)
+    hyper_params, task_params = tasks.split_params(denoising, variables['params'])
+    assert list(task_params) == ['log_inner_lr']
+    sampler = denoising.make_sampler(config, denoising.load(config))
+    ep = jax.tree.map(lambda x: x[0], sampler.episodes(sampler.sample_indices(0, 1)))
+    hyper_vars = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+    predictor = evaluation.Predictor(model, hyper_vars, spec, config)
+    s0 = predictor.sketch(ep.noisy)
+    s1 = denoising.make_sketch_adaptation(config, model, spec)(hyper_params, task_params, s0, ep)
+    key = jnp.asarray(ep.mask_keys)
+    np.testing.assert_allclose(predictor.refined_sketch(ep.noisy, key), s1, rtol=1e-4, atol=1e-6)
+    assert np.sqrt(np.mean(np.square(np.asarray(s1 - s0)))) == pytest.approx(0.4, rel=1e-3)
+    # The clean images play no part: the same step with the clean images zeroed.
+    blind = ep.replace(clean=np.zeros_like(ep.clean))
+    np.testing.assert_array_equal(denoising.make_sketch_adaptation(config, model, spec)(
+        hyper_params, task_params, s0, blind), s1)
+    # Step k's mask: the group's key folded with k + 1, never the outer loss's key.
+    x = denoising.normalize(ep.noisy)
+    grad = lambda k: jax.grad(lambda s: denoising.sketch_loss(
+        model, spec, hyper_params, s, x, k, 0.1, 2))(s0)
+    g_inner, g_outer = grad(jax.random.fold_in(key, 1)), grad(key)
+    np.testing.assert_allclose(s1, inner_loop.update(task_params, s0, g_inner), rtol=1e-4,
+                               atol=1e-6)
+    assert not np.allclose(g_inner, g_outer)
+    # Another refinement optimizer than the learned step is refused for denoising.
+    config.eval.refine_optimizer = 'adam'
+    with pytest.raises(ValueError, match=r'eval\.refine_optimizer'):
         config_check.validate(config)
+
+
+def test_denoising_with_the_inner_loop_trains_and_reports_the_learned_step(tmp_path):
+    config = _denoise_config(steps=1)
+    config.eval.full_images, config.eval.pretrained_n2v = False, False
+    config.eval.val_groups = 2
+    r = train_lib.train_and_evaluate(config, str(tmp_path / 'w'))
+    f = r['refined']
+    assert f['steps'] == 1 and np.isfinite(f['psnr']) and f['predict_seconds'] > 0
+    assert f['gain_over_single_pass_db'] == pytest.approx(f['psnr'] - r['psnr'], abs=1e-9)
+    assert f['gain_over_mean_sketch_refined_db'] == pytest.approx(
+        f['psnr'] - r['controls']['mean_sketch_refined']['psnr'], abs=1e-9)
+    assert r['validation']['classes'] == [4, 5] and 'refined' in r['validation']
+    _, _, _, hyper = workdir_lib.restore_hypernet(str(tmp_path / 'w'))
+    assert not np.allclose(np.exp(np.asarray(hyper['params']['log_inner_lr'])), 0.4)

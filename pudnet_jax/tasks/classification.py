@@ -20,14 +20,14 @@ from clu import metrics
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
-from pudnet_jax import inter_dataset, sources
+from pudnet_jax import inner_loop, inter_dataset, sources
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.files import write_json
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import leave_one_out_loss, pudnet_loss
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
-PARAM_NAMES = ('full_head', 'log_tau', 'log_inner_lr')
+PARAM_NAMES = ('full_head', 'log_tau', inner_loop.PARAM)
 PROGRESS = ('accuracy', 'episode acc')
 TARGET_OUTPUT = 'features'
 MODES = ('train', 'evaluate', 'predict', 'compare')
@@ -36,22 +36,16 @@ COMPARE_METHODS = ('pretrained', 'protonet', 'adam', 'gc', 'finetune_pudnet',
 
 
 class Params(nn.Module):
-    """Q_φ (a linear head over the target's features to every training class), when
-    learned log τ, and with `sketch_size` > 0 the log of the inner loop's per-dimension
-    step size (initialised at `inner_lr`)."""
+    """Q_φ (a linear head over the target's features to every training class) and, when
+    learned, log τ. (The inner loop's `log_inner_lr` sits beside them: `inner_loop`.)"""
     num_classes: int
     temperature: float = 10.0
     learn_temperature: bool = False
-    sketch_size: int = 0
-    inner_lr: float = 1.0
 
     def setup(self):
         self.head = nn.Dense(self.num_classes, name='full_head')
         if self.learn_temperature:
             self.log_tau = self.param('log_tau', lambda _: jnp.log(jnp.float32(self.temperature)))
-        if self.sketch_size:
-            self.log_inner_lr = self.param('log_inner_lr', lambda _: jnp.full(
-                (self.sketch_size,), jnp.log(jnp.float32(self.inner_lr))))
 
     def __call__(self, features):
         return self.head(features)
@@ -63,11 +57,8 @@ class Params(nn.Module):
 
 
 def make_params_module(config) -> Params:
-    inner = int(config.train.get('inner_steps', 0) or 0)
     return Params(len(config.data.train_classes), config.loss.temperature,
-                  config.loss.learn_temperature,
-                  sketch_size=sketch_size(config) if inner else 0,
-                  inner_lr=float(config.train.get('inner_lr', 1.0)))
+                  config.loss.learn_temperature)
 
 
 def sketch_size(config) -> int:
@@ -79,10 +70,11 @@ def sketch_size(config) -> int:
 
 def init_params(config, spec: TargetSpec, seed: int) -> dict:
     """The head's initial parameters: those PudNet's own `full_head` had when the
-    hypernetwork held it (same key, same module path), so that runs are unchanged."""
+    hypernetwork held it (same key, same module path), so that runs are unchanged; and
+    the inner loop's step size when there is one (`inner_loop.init_params`)."""
     variables = make_params_module(config).init(
         jax.random.PRNGKey(seed), jnp.zeros((1, spec.feature_dim)))
-    return dict(variables['params'])
+    return {**variables['params'], **inner_loop.init_params(config, sketch_size(config))}
 
 
 def tau_setting(config) -> tuple[float, bool]:
@@ -107,16 +99,6 @@ def loss_weights(loss_cfg) -> tuple[float, float]:
     return weights['metric_weight'], weights['kl_weight']
 
 
-def inner_update(task_params: dict, sketch, grad):
-    """One step of the sketch's inner loop: s − α ⊙ g / rms(g), α = exp(`log_inner_lr`)
-    learned per sketch dimension (Meta-SGD's rule on LEO's latent code). The gradient is
-    divided by its root mean square, so the step's length is α's whatever the scale of
-    the loss on a new domain (as Adam's first step, which `eval.refine_optimizer='adam'`
-    takes, is lr · sign(g))."""
-    rms = jnp.sqrt(jnp.mean(jnp.square(grad)) + 1e-12)
-    return sketch - jnp.exp(task_params['log_inner_lr']) * grad / rms
-
-
 def sketch_loss(model, spec: TargetSpec, hyper_params: dict, sketch, images, labels,
                 ways: int, tau, index=None):
     """The loss a sketch is stepped on: the leave-one-out metric loss
@@ -131,33 +113,20 @@ def sketch_loss(model, spec: TargetSpec, hyper_params: dict, sketch, images, lab
 
 
 def make_sketch_adaptation(config, model, spec: TargetSpec):
-    """With `config.train.inner_steps` = K > 0: (hyper params, task params, sketch, one
-    episode) → the sketch after K inner steps (`inner_update`) on the leave-one-out metric
-    loss of the episode's labelled (support) images, through the network generated from
-    the current sketch with BatchNorm statistics from the support set (`sketch_loss`):
-    exactly what
-    `refine.py` does at prediction time with `eval.refine_optimizer='learned'`. The
-    episode's loss is then taken with the network of the adapted sketch, so meta-training
-    teaches the encoder, the generators and α to make those K steps pay (as LEO trains
-    through its latent refinement). `train.inner_first_order`: the inner gradient is a
-    constant to the outer one (no second derivatives; α and everything before the sketch
-    still learn). None when K = 0."""
-    steps = int(config.train.get('inner_steps', 0) or 0)
-    if not steps:
-        return None
-    ways, first_order = config.train.ways, bool(config.train.get('inner_first_order', True))
+    """With `config.train.inner_steps` = K > 0 (`inner_loop`): (hyper params, task params,
+    sketch, one episode) → the sketch after K inner steps on the leave-one-out metric loss
+    of the episode's labelled (support) images, through the network generated from the
+    current sketch with BatchNorm statistics from the support set (`sketch_loss`): exactly
+    what `refine.py` does at prediction time with `eval.refine_optimizer='learned'`. None
+    when K = 0."""
+    ways = config.train.ways
     head = make_params_module(config)
 
-    def adapt(hyper_params, task_params, sketch, ep: data_lib.Episodes):
+    def loss(hyper_params, task_params, sketch, ep: data_lib.Episodes, k):
         t = head.apply({'params': task_params}, method=Params.tau)
-        for _ in range(steps):
-            g = jax.grad(lambda s: sketch_loss(model, spec, hyper_params, s, ep.support,
-                                               ep.support_labels, ways, t))(sketch)
-            if first_order:
-                g = jax.lax.stop_gradient(g)
-            sketch = inner_update(task_params, sketch, g)
-        return sketch
-    return adapt
+        return sketch_loss(model, spec, hyper_params, sketch, ep.support, ep.support_labels,
+                           ways, t)
+    return inner_loop.make_adaptation(config, loss)
 
 
 @flax.struct.dataclass

@@ -18,7 +18,13 @@ UNet (BatchNorm statistics from the noisy group itself, transductive as in the p
 in Noise2Void) and is denoised. PSNR and SSIM against the clean images (`metrics`), beside
 the noisy input and the controls on the same groups: the untrained UNet (random init,
 `eval.untrained_seeds` of them, BatchNorm statistics from the group) and the UNet of the
-mean sketch of training groups. No task parameters: no head, no τ.
+mean sketch of training groups. No head, no τ.
+
+With `config.train.inner_steps` = K > 0 (`inner_loop`), each training group's sketch
+takes K learned steps on the Noise2Void loss of the group itself (another mask than the
+outer loss's) before its UNet is generated; the task's only parameter is then the step
+size `log_inner_lr`, and prediction takes the same steps (`eval.refine_steps`,
+`eval.refine_optimizer='learned'`): still self-supervised, no clean image.
 """
 
 import flax
@@ -28,11 +34,11 @@ import numpy as np
 from clu import metrics as clu_metrics
 
 from pudnet_jax import data as data_lib
-from pudnet_jax import metrics, noise
+from pudnet_jax import inner_loop, metrics, noise
 from pudnet_jax.tasks import classification
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
-PARAM_NAMES = ()
+PARAM_NAMES = (inner_loop.PARAM,)
 PROGRESS = ('psnr', 'PSNR (masked input, vs clean)')
 TARGET_OUTPUT = 'image'
 MODES = ('train', 'evaluate', 'predict', 'compare')
@@ -123,7 +129,8 @@ def sketch_images(batch: NoisyGroups):
 
 
 def init_params(config, spec, seed) -> dict:
-    return {}
+    """Only the inner loop's step size, when there is one."""
+    return inner_loop.init_params(config, classification.sketch_size(config))
 
 
 @flax.struct.dataclass
@@ -165,6 +172,31 @@ def make_episode_loss(config, spec: TargetSpec):
         psnr = jnp.mean(metrics.psnr_jax(ep.clean, out * s + mu))
         return loss, {'loss': loss, 'psnr': psnr}
     return episode_loss
+
+
+def sketch_loss(model, spec: TargetSpec, hyper_params: dict, sketch, x, key,
+                fraction: float, radius: int, kind: str = 'mse'):
+    """The loss a sketch is stepped on: the Noise2Void loss (`n2v_loss`, mask from `key`)
+    of the normalised noisy group `x` through the UNet generated from `sketch`. The inner
+    loop of meta-training and the learned step at prediction both descend it."""
+    from pudnet_jax.hypernet import PudNet
+    generated = model.apply({'params': hyper_params}, sketch, method=PudNet.generate)
+    return n2v_loss(spec, generated, x, key, fraction, radius, kind)[0]
+
+
+def make_sketch_adaptation(config, model, spec: TargetSpec):
+    """With `config.train.inner_steps` = K > 0: (hyper params, task params, sketch, one
+    group) → the sketch after K steps (`inner_loop.update`) on `sketch_loss` of the noisy
+    group, step k masked with the group's mask key folded with k + 1 (the outer loss keeps
+    the key itself). None when K = 0."""
+    fraction, radius = float(config.noise.mask_fraction), int(config.noise.mask_radius)
+    kind = loss_kind(config)
+
+    def loss(hyper_params, task_params, sketch, ep: NoisyGroups, k):
+        key = jax.random.fold_in(ep.mask_keys, k + 1)
+        return sketch_loss(model, spec, hyper_params, sketch, normalize(ep.noisy), key,
+                           fraction, radius, kind)
+    return inner_loop.make_adaptation(config, loss)
 
 
 def validation_curve(config, model, spec, loaded, workdir, start_step=0):

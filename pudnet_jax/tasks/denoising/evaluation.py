@@ -24,26 +24,50 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pudnet_jax import controls, metrics, noise
+from pudnet_jax import controls, inner_loop, metrics, noise
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats, random_init_params
 from pudnet_jax.tasks import denoising as task
 
-ROWS = ('pudnet', 'noisy', 'untrained', 'mean_sketch', 'pretrained_n2v')
-LABELS = {'pudnet': 'PudNet', 'noisy': 'noisy input', 'untrained': 'untrained UNet',
-          'mean_sketch': 'mean-sketch UNet', 'pretrained_n2v': 'Pretrained-N2V UNet'}
+ROWS = ('pudnet', 'refined', 'noisy', 'untrained', 'mean_sketch', 'mean_sketch_refined',
+        'pretrained_n2v')
+LABELS = {'pudnet': 'PudNet', 'refined': 'PudNet + learned step', 'noisy': 'noisy input',
+          'untrained': 'untrained UNet', 'mean_sketch': 'mean-sketch UNet',
+          'mean_sketch_refined': 'mean sketch + learned step',
+          'pretrained_n2v': 'Pretrained-N2V UNet'}
+CONTROLS = ('untrained', 'mean_sketch', 'mean_sketch_refined', 'pretrained_n2v')
+
+
+def refine_steps(config) -> int:
+    """The learned steps prediction takes (`eval.refine_steps` with
+    `eval.refine_optimizer='learned'`; 0 without)."""
+    e = config.eval
+    return int(e.get('refine_steps', 0) or 0) if e.get('refine_optimizer') == 'learned' else 0
 
 
 class Predictor:
     """PudNet's UNet for a noisy group: `params(noisy)` (sketch + generate, one jit each)
-    and `denoise(params, noisy)`; `images` pads, denoises and crops whole images."""
+    and `denoise(params, noisy)`; `images` pads, denoises and crops whole images. With
+    `config` asking for learned steps (`refine_steps`): `refined_params(noisy, key)`, the
+    UNet of the sketch after those steps on the group's Noise2Void loss (mask from `key`
+    folded with the step), one jitted step looped in Python."""
 
-    def __init__(self, model: PudNet, hyper_vars, spec: TargetSpec):
+    def __init__(self, model: PudNet, hyper_vars, spec: TargetSpec, config=None):
         self.spec, self.hyper_vars = spec, hyper_vars
         self._encode = jax.jit(lambda hv, x: model.apply(hv, x, train=False,
                                                          method=PudNet.encode).mean(0))
         self._generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
         self.denoise = task.denoise_fn(spec)
+        self.refine_steps = 0 if config is None else refine_steps(config)
+        if self.refine_steps:
+            n = config.noise
+            args = (float(n.mask_fraction), int(n.mask_radius), task.loss_kind(config))
+
+            def step(hv, s, x, key):
+                g = jax.grad(lambda s: task.sketch_loss(model, spec, hv['params'], s, x, key,
+                                                        *args))(s)
+                return inner_loop.update(hv['params'], s, g)
+            self._step = jax.jit(step)
 
     def sketch(self, noisy):
         return self._encode(self.hyper_vars, task.normalize(jnp.asarray(noisy)))
@@ -53,6 +77,18 @@ class Predictor:
 
     def params(self, noisy):
         return self.generate(self.sketch(noisy))
+
+    def refined_sketch(self, noisy, key, start=None):
+        """The sketch after the learned steps on the group `noisy`, from its own sketch
+        (or from `start`: the control that steps the mean sketch)."""
+        x = task.normalize(jnp.asarray(noisy))
+        s = self._encode(self.hyper_vars, x) if start is None else start
+        for k in range(self.refine_steps):
+            s = self._step(self.hyper_vars, s, x, jax.random.fold_in(key, k + 1))
+        return s
+
+    def refined_params(self, noisy, key, start=None):
+        return self.generate(self.refined_sketch(noisy, key, start))
 
     def image(self, params, noisy_image: np.ndarray) -> np.ndarray:
         """One whole (H, W, C) noisy image denoised tile by tile (`denoise_image`)."""
@@ -140,14 +176,15 @@ def mean_sketch_params(config, predictor: Predictor, pool):
     for g in range(max(1, int(e.mean_sketch_images) // (e.ways * e.shots))):
         _, noisy = task.noisy_group(groups, g, config.noise.sigma, (e.seed, 3, g))
         sketches.append(predictor.sketch(noisy))
-    return predictor.generate(jnp.mean(jnp.stack(sketches), axis=0)), len(sketches)
+    mean = jnp.mean(jnp.stack(sketches), axis=0)
+    return predictor.generate(mean), len(sketches), mean
 
 
 def control_params(config, spec, predictor, loaded, workdir) -> dict:
     """{row: UNet params or None}: the controls' networks (None: per group, PudNet's)."""
     from pudnet_jax.tasks.denoising import pretrained
-    mean_params, _ = mean_sketch_params(config, predictor, loaded.pool)
-    out = {'mean_sketch': mean_params,
+    mean_params, _, mean = mean_sketch_params(config, predictor, loaded.pool)
+    out = {'mean_sketch': mean_params, 'mean_sketch_sketch': mean,
            'untrained': [random_init_params(spec, config.eval.seed + 100 + i)
                          for i in range(config.eval.untrained_seeds)]}
     if workdir and config.eval.get('pretrained_n2v', True):
@@ -201,21 +238,27 @@ def test_groups(config, loaded, count=None):
                                                           (e.seed, 7, g)))
 
 
-def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdir) -> dict:
-    e = config.eval
-    predictor = Predictor(model, hyper_vars, spec)
-    ctrl = control_params(config, spec, predictor, loaded, workdir)
-    rows = {k: [] for k in ROWS if k in ctrl or k in ('pudnet', 'noisy')}
-    predict_s, denoise_s = [], []
-    compile_s = None
-    for g, (clean, noisy) in enumerate(test_groups(config, loaded)):
+def refine_key(seed: tuple):
+    """A Noise2Void mask key for the learned steps, seeded by a tuple (deterministic)."""
+    return jnp.asarray(np.random.default_rng(seed).integers(0, 2**32, 2, dtype=np.uint32))
+
+
+def score_groups(predictor: Predictor, ctrl: dict, groups, seed: tuple) -> tuple[dict, dict]:
+    """({row: [(PSNR, SSIM) per group]}, {timings}) of PudNet, the noisy input and each
+    control on `groups` ((clean, noisy) pairs), and with learned steps the stepped PudNet
+    and the stepped mean sketch (mask keys seeded by `seed` + (group,))."""
+    stepped = predictor.refine_steps > 0
+    rows = {k: [] for k in ROWS if k in ctrl or k in ('pudnet', 'noisy')
+            or (stepped and k in ('refined', 'mean_sketch_refined'))}
+    times = {'predict': [], 'denoise': [], 'refined': [], 'compile': None}
+    for g, (clean, noisy) in enumerate(groups):
         params, seconds = timed(predictor.params, noisy)
         out, d_seconds = timed(predictor.denoise, params, noisy)
         if g == 0:
-            compile_s = seconds + d_seconds
+            times['compile'] = seconds + d_seconds
         else:
-            predict_s.append(seconds)
-            denoise_s.append(d_seconds)
+            times['predict'].append(seconds)
+            times['denoise'].append(d_seconds)
         rows['pudnet'].append(scores(clean, out))
         rows['noisy'].append(scores(clean, noisy))
         rows['mean_sketch'].append(scores(clean, predictor.denoise(ctrl['mean_sketch'], noisy)))
@@ -225,33 +268,83 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdi
         if 'pretrained_n2v' in rows:
             rows['pretrained_n2v'].append(scores(clean, predictor.denoise(ctrl['pretrained_n2v'],
                                                                          noisy)))
+        if stepped:
+            key = refine_key(tuple(seed) + (g,))
+            params, seconds = timed(predictor.refined_params, noisy, key)
+            if g:
+                times['refined'].append(seconds)
+            rows['refined'].append(scores(clean, predictor.denoise(params, noisy)))
+            start = predictor.refined_params(noisy, key, ctrl['mean_sketch_sketch'])
+            rows['mean_sketch_refined'].append(scores(clean, predictor.denoise(start, noisy)))
+    return rows, times
 
+
+def summarise(rows: dict, ctrl: dict, steps: int, times: dict | None = None) -> dict:
+    """PudNet's PSNR/SSIM, its controls and the paired gains (and the learned step's row,
+    `refined`, with its own gains) from `score_groups`' rows."""
     def paired(a, b):
         return controls.mean_ci95(np.asarray(rows[a])[:, 0] - np.asarray(rows[b])[:, 0])
 
+    median = lambda k: float(np.median(times[k])) if times and times[k] else None
     gain, gain_ci = paired('pudnet', 'mean_sketch')
     over, over_ci = paired('pudnet', 'untrained')
-    inter = e.get('protocol') == 'inter'
-    results = dict(_summary(rows['pudnet']), task='denoising', target=spec.name,
-                   protocol='inter' if inter else 'intra',
-                   dataset=e.dataset if inter else config.data.name, pool=config.data.name,
-                   sigma=float(config.noise.sigma), groups=len(rows['pudnet']),
-                   images_per_group=int(e.group_size if inter else e.ways * e.shots),
-                   noisy=_summary(rows['noisy']),
-                   psnr_noisy=float(np.mean(np.asarray(rows['noisy'])[:, 0])),
-                   ssim_noisy=float(np.mean(np.asarray(rows['noisy'])[:, 1])),
-                   controls={'untrained': dict(_summary(rows['untrained']),
-                                               networks=len(ctrl['untrained'])),
-                             'mean_sketch': _summary(rows['mean_sketch'])},
-                   conditioning_gain_db=gain, conditioning_gain_db_ci95=gain_ci,
-                   gain_over_untrained_db=over, gain_over_untrained_db_ci95=over_ci,
-                   predict_seconds=float(np.median(predict_s)) if predict_s else None,
-                   denoise_seconds=float(np.median(denoise_s)) if denoise_s else None,
-                   compile_seconds=compile_s)
+    out = dict(_summary(rows['pudnet']), groups=len(rows['pudnet']),
+               noisy=_summary(rows['noisy']),
+               psnr_noisy=float(np.mean(np.asarray(rows['noisy'])[:, 0])),
+               ssim_noisy=float(np.mean(np.asarray(rows['noisy'])[:, 1])),
+               controls={'untrained': dict(_summary(rows['untrained']),
+                                           networks=len(ctrl['untrained'])),
+                         'mean_sketch': _summary(rows['mean_sketch'])},
+               conditioning_gain_db=gain, conditioning_gain_db_ci95=gain_ci,
+               gain_over_untrained_db=over, gain_over_untrained_db_ci95=over_ci)
     if 'pretrained_n2v' in rows:
-        results['controls']['pretrained_n2v'] = _summary(rows['pretrained_n2v'])
+        out['controls']['pretrained_n2v'] = _summary(rows['pretrained_n2v'])
         d, dc = paired('pudnet', 'pretrained_n2v')
-        results['gain_over_pretrained_n2v_db'], results['gain_over_pretrained_n2v_db_ci95'] = d, dc
+        out['gain_over_pretrained_n2v_db'], out['gain_over_pretrained_n2v_db_ci95'] = d, dc
+    if 'refined' in rows:
+        # The learned step's own row, paired against each control and the single pass.
+        out['controls']['mean_sketch_refined'] = _summary(rows['mean_sketch_refined'])
+        ref = dict(_summary(rows['refined']), steps=steps, predict_seconds=median('refined'))
+        for name, other in (('single_pass', 'pudnet'), ('mean_sketch', 'mean_sketch'),
+                            ('mean_sketch_refined', 'mean_sketch_refined'),
+                            ('untrained', 'untrained'), ('pretrained_n2v', 'pretrained_n2v')):
+            if other in rows:
+                ref[f'gain_over_{name}_db'], ref[f'gain_over_{name}_db_ci95'] = \
+                    paired('refined', other)
+        out['refined'] = ref
+    if times is not None:
+        out.update(predict_seconds=median('predict'), denoise_seconds=median('denoise'),
+                   compile_seconds=times['compile'])
+    return out
+
+
+def validation_groups(config, loaded):
+    """(clean, noisy) groups of the validation photographs (`data.val_classes`), as the
+    test groups of the held-out ones: `eval.val_groups` of them, noise seeded by
+    (eval.seed, 10, group). What settings are selected on."""
+    e = config.eval
+    sampler = task.eval_sampler(config, loaded.pool, tuple(config.data.val_classes),
+                                e.seed + 2, 'validation groups')
+    for g in range(int(e.get('val_groups') or 20)):
+        yield task.noisy_group(sampler, g, config.noise.sigma, (e.seed, 10, g))
+
+
+def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, loaded, workdir) -> dict:
+    e = config.eval
+    predictor = Predictor(model, hyper_vars, spec, config)
+    ctrl = control_params(config, spec, predictor, loaded, workdir)
+    inter = e.get('protocol') == 'inter'
+    results = {'task': 'denoising', 'target': spec.name,
+               'protocol': 'inter' if inter else 'intra',
+               'dataset': e.dataset if inter else config.data.name, 'pool': config.data.name,
+               'sigma': float(config.noise.sigma),
+               'images_per_group': int(e.group_size if inter else e.ways * e.shots)}
+    rows, times = score_groups(predictor, ctrl, test_groups(config, loaded), (e.seed, 6))
+    results.update(summarise(rows, ctrl, predictor.refine_steps, times))
+    if not inter and config.data.get('val_classes'):
+        rows, _ = score_groups(predictor, ctrl, validation_groups(config, loaded), (e.seed, 11))
+        results['validation'] = dict(summarise(rows, ctrl, predictor.refine_steps),
+                                     classes=list(config.data.val_classes))
     if e.get('full_images', False) and not inter:
         results['full_images'] = evaluate_full_images(config, predictor, ctrl)
     print(format_results(results))
@@ -278,10 +371,10 @@ def image_tiles(noisy_image: np.ndarray, size: int) -> np.ndarray:
 
 def evaluate_full_images(config, predictor: Predictor, ctrl: dict) -> dict:
     out = {}
-    for name, (clean, noisy) in full_image_pairs(config).items():
+    for i, (name, (clean, noisy)) in enumerate(full_image_pairs(config).items()):
+        tiles = image_tiles(noisy, config.data.image_size)
         t = time.perf_counter()
-        params = jax.block_until_ready(
-            predictor.params(image_tiles(noisy, config.data.image_size)))
+        params = jax.block_until_ready(predictor.params(tiles))
         seconds = time.perf_counter() - t
         row = {'pudnet': image_scores(clean, predictor.image(params, noisy)),
                'noisy': image_scores(clean, noisy),
@@ -291,6 +384,12 @@ def evaluate_full_images(config, predictor: Predictor, ctrl: dict) -> dict:
         if 'pretrained_n2v' in ctrl:
             row['pretrained_n2v'] = image_scores(clean, predictor.image(ctrl['pretrained_n2v'],
                                                                         noisy))
+        if predictor.refine_steps:
+            key = refine_key((config.eval.seed, 9, i))
+            row['refined'] = image_scores(clean, predictor.image(
+                predictor.refined_params(tiles, key), noisy))
+            row['mean_sketch_refined'] = image_scores(clean, predictor.image(
+                predictor.refined_params(tiles, key, ctrl['mean_sketch_sketch']), noisy))
         out[name] = {k: {'psnr': float(v[0]), 'ssim': float(v[1])} for k, v in row.items()}
         out[name]['shape'] = list(clean.shape)
         out[name]['predict_seconds_incl_compile'] = seconds
@@ -298,23 +397,42 @@ def evaluate_full_images(config, predictor: Predictor, ctrl: dict) -> dict:
 
 
 def format_results(r: dict) -> str:
-    row = lambda name, d: (f"{name:<24}{d['psnr']:7.2f} ± {d['psnr_ci95']:.2f} dB   "
+    row = lambda name, d: (f"{name:<28}{d['psnr']:7.2f} ± {d['psnr_ci95']:.2f} dB   "
                            f"SSIM {d['ssim']:.4f} ± {d['ssim_ci95']:.4f}")
     where = (f"{r['dataset']} (inter-dataset, trained on {r['pool']})"
              if r.get('protocol') == 'inter' else r['dataset'])
     lines = [f"Denoising, σ = {r['sigma']:g}, {r['groups']} groups of {r['images_per_group']} "
              f"held-out images ({where}, {r['target']}):",
              row('PudNet', r), row('noisy input', r['noisy'])]
-    lines += [row(LABELS[k], r['controls'][k]) for k in ROWS[2:] if k in r['controls']]
+    if 'refined' in r:
+        lines.insert(2, row(f"PudNet + {r['refined']['steps']} learned step"
+                            f"{'s' if r['refined']['steps'] > 1 else ''}", r['refined']))
+    lines += [row(LABELS[k], r['controls'][k]) for k in CONTROLS if k in r['controls']]
     lines.append(f"conditioning gain (vs mean sketch) {r['conditioning_gain_db']:+.2f} ± "
                  f"{r['conditioning_gain_db_ci95']:.2f} dB; over untrained "
                  f"{r['gain_over_untrained_db']:+.2f} ± {r['gain_over_untrained_db_ci95']:.2f} dB"
                  + (f"; over Pretrained-N2V {r['gain_over_pretrained_n2v_db']:+.2f} ± "
                     f"{r['gain_over_pretrained_n2v_db_ci95']:.2f} dB"
                     if 'gain_over_pretrained_n2v_db' in r else ''))
+    if 'refined' in r:
+        f = r['refined']
+        lines.append('learned step: ' + '; '.join(
+            f"over {name.replace('_', ' ')} {f[f'gain_over_{name}_db']:+.2f} ± "
+            f"{f[f'gain_over_{name}_db_ci95']:.2f} dB"
+            for name in ('single_pass', 'mean_sketch', 'mean_sketch_refined', 'untrained',
+                         'pretrained_n2v') if f'gain_over_{name}_db' in f)
+            + (f"; {1000 * f['predict_seconds']:.1f} ms per group"
+               if f.get('predict_seconds') is not None else ''))
     if r.get('predict_seconds') is not None:
         lines.append(f"predict (sketch + generate) {1000 * r['predict_seconds']:.1f} ms per "
                      f"group, denoise {1000 * r['denoise_seconds']:.1f} ms (median, compiled)")
+    if 'validation' in r:
+        v = r['validation']
+        lines.append(f"validation (selection; {v['groups']} groups of photographs "
+                     f"{v['classes']}): PudNet {v['psnr']:.2f} dB"
+                     + (f", + learned step {v['refined']['psnr']:.2f}" if 'refined' in v else '')
+                     + f", mean sketch {v['controls']['mean_sketch']['psnr']:.2f}, noisy "
+                     f"{v['psnr_noisy']:.2f}")
     for name, f in r.get('full_images', {}).items():
         cells = '  '.join(f"{LABELS[k]} {f[k]['psnr']:.2f}/{f[k]['ssim']:.3f}"
                           for k in ROWS if k in f)
@@ -330,4 +448,6 @@ def summary_scalars(results: dict) -> dict:
            'eval/conditioning_gain_db': results['conditioning_gain_db']}
     if 'pretrained_n2v' in results['controls']:
         out['eval/pretrained_n2v_psnr'] = results['controls']['pretrained_n2v']['psnr']
+    if 'refined' in results:
+        out['eval/refined_psnr'] = results['refined']['psnr']
     return out
