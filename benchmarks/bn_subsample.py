@@ -30,7 +30,7 @@ from absl import app, flags
 from flax import traverse_util
 
 from pudnet_jax import data as data_lib
-from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import predictor as predictor_lib
 from pudnet_jax.targets import apply_with_dataset_stats, random_init_params, target_spec
 
 flags.DEFINE_integer('images', 2000, 'Prediction images (the full set).')
@@ -71,7 +71,7 @@ def main(_):
         stats = jax.jit(lambda p, x: apply_with_dataset_stats(spec, p, x)[2])
         full = {}
         for n in sizes:
-            pick = evaluate_lib.bn_subsample(n_all, n)
+            pick = predictor_lib.bn_subsample(n_all, n)
             x = jnp.asarray(images[pick])
             per_net, seconds = [], []
             for seed in range(FLAGS.nets):

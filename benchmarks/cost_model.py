@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from pudnet_jax import data as data_lib
-from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import predictor as predictor_lib
 from pudnet_jax import train as train_lib
 from pudnet_jax.targets import apply_with_dataset_stats
 from pudnet_jax.hypernet import build_model
@@ -114,7 +114,7 @@ def measure(name: str) -> dict:
     t0 = time.perf_counter()
     bn = config.eval.get('bn_images') if config.eval.get('protocol', 'intra') == 'intra' else None
     row['bn_images'] = int(min(n, bn or n))
-    row['predict'] = _costs(evaluate_lib.make_predict_fn(model, spec, bn)
+    row['predict'] = _costs(predictor_lib.make_predictor(model, spec, bn)
                             .lower(hyper, images).compile())
     generated = jax.eval_shape(lambda h, x: model.apply(
         h, model.apply(h, x, train=False, method=model.encode).mean(0),

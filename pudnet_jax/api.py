@@ -163,13 +163,13 @@ class Hypernetwork:
         """(net, variables) for these images: the sketch (a streaming mean over all of
         them), one pass of the AHRU and the generators, and BatchNorm statistics from
         (up to `eval.bn_images` = 1,000 of) the images. One forward pass, no SGD."""
-        from pudnet_jax import inter_dataset
+        from pudnet_jax import predictor as predictor_lib
         x = self.prepare(images)
         e = self.config.eval
         chunk = min(int(e.get('chunk_size', 500)), 2 ** math.ceil(math.log2(len(x))))
-        predictor = inter_dataset.make_predictor(self.model, self.spec, chunk,
-                                                 int(e.get('bn_images', 1000)), int(e.seed),
-                                                 normalized=True)
+        predictor = predictor_lib.make_predictor(self.model, self.spec,
+                                                 int(e.get('bn_images', 1000)), seed=int(e.seed),
+                                                 chunk_size=chunk)
         return self.net, predictor(self.variables, x)
 
     def features(self, variables, images) -> np.ndarray:

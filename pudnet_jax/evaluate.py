@@ -23,6 +23,7 @@ from absl import logging
 from pudnet_jax.files import write_json
 from pudnet_jax import controls
 from pudnet_jax import data as data_lib
+from pudnet_jax import predictor as predictor_lib
 from pudnet_jax import refine as refine_lib
 from pudnet_jax.controls import mean_ci95  # noqa: F401  (re-exported)
 from pudnet_jax.hypernet import PudNet
@@ -32,35 +33,6 @@ from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
 
 VALIDATION_CURVE_FILE = 'validation_curve.json'
 VALIDATION_SEED_OFFSET = 1_000_003   # validation groups' sampler seed: eval.seed + this
-
-
-def bn_subsample(n: int, bn_images: int | None) -> np.ndarray:
-    """Positions of the prediction images whose pass gives the BatchNorm statistics: all
-    n, or `bn_images` evenly strided ones when there are more (a class-major group keeps
-    every class in proportion). `python -m benchmarks.bn_subsample` measures the error."""
-    if not bn_images or bn_images >= n:
-        return np.arange(n)
-    return np.unique(np.round(np.linspace(0, n - 1, bn_images)).astype(np.int64))
-
-
-def make_predict_fn(model: PudNet, spec: TargetSpec, bn_images: int | None = None):
-    """(hypernet variables, prediction images) → the target's full variables
-    {'params', 'batch_stats'}: one forward pass of the hypernetwork over all the images
-    (the sketch), plus one pass of the predicted target for its BatchNorm statistics over
-    them, or over `bn_images` of them (`bn_subsample`) when there are more."""
-    def predict(hyper_vars, images):
-        feats = model.apply(hyper_vars, images, train=False, method=PudNet.encode)
-        params = model.apply(hyper_vars, feats.mean(axis=0), method=PudNet.generate)
-        _, _, stats = apply_with_dataset_stats(
-            spec, params, images[bn_subsample(images.shape[0], bn_images)])
-        return {'params': params, 'batch_stats': stats}
-    jitted = jax.jit(predict)
-
-    def checked(hyper_vars, images):
-        data_lib.check_images(images, spec.image_shape, 'prediction images')
-        return jitted(hyper_vars, images)
-    checked.lower = jitted.lower
-    return checked
 
 
 def make_scores_fn(spec: TargetSpec, ways: int):
@@ -171,8 +143,8 @@ def compiled_predict_and_scores(model: PudNet, spec: TargetSpec, hyper_vars, fir
     `--mode=compare` share one compilation."""
     key = (model, spec, ways, shots, bn_images, _shapes(hyper_vars), _shapes(first))
     if key not in _COMPILED:
-        predict_c, compile_s = timed_compile(make_predict_fn(model, spec, bn_images), hyper_vars,
-                                             first.support)
+        predict_c, compile_s = timed_compile(predictor_lib.make_predictor(model, spec, bn_images),
+                                             hyper_vars, first.support)
         variables = predict_c(hyper_vars, first.support)
         scores_c, _ = timed_compile(make_scores_fn(spec, ways), variables,
                                     *labelled(first, ways, shots), first.query)

@@ -15,7 +15,8 @@ or, for sources without splits, a deterministic per-class fraction
    `eval.shots` labelled prediction images per class (the paper uses 10); the test
    part's features are computed once, in chunks; the labelled images are drawn
    `eval.draws` times and the accuracy is reported as mean ± 95% CI over those draws.
-Steps 1-3 are "the time to predict", timed after a first (compiling) run.
+Steps 1-3 are "the time to predict", timed after a first (compiling) run; they are
+`predictor.make_predictor` with this protocol's options (`protocol_predictor`).
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from pudnet_jax.files import write_json
 from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
+from pudnet_jax import predictor as predictor_lib
 from pudnet_jax import refine as refine_lib
 from pudnet_jax import sources
-from pudnet_jax.hypernet import PudNet, streaming_sketch
+from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import class_centroids, cosine_logits
 from pudnet_jax.tasks import classification
-from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+from pudnet_jax.targets import TargetSpec
 
 SPLIT_FILE = 'inter_split.json'
 
@@ -89,27 +91,12 @@ def check_parts(dataset: str, names, predict, test, shots: int) -> None:
                          f'(eval.shots, for its centroid) and 1 test image; ' + '; '.join(short))
 
 
-@functools.lru_cache(maxsize=None)   # one compilation per hypernetwork and settings
-def make_predictor(model: PudNet, spec: TargetSpec, chunk_size: int, bn_images: int, seed: int,
-                   normalized: bool = False):
-    """uint8 prediction images (N, H, W, C), any N → the target's full variables
-    (`normalized`: float images already in [-1, 1])."""
-    norm = (lambda x: x) if normalized else data_lib.normalize
-    encode = jax.jit(lambda hv, x: model.apply(hv, norm(x), train=False, method=PudNet.encode))
-    generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
-    stats = jax.jit(lambda p, x: apply_with_dataset_stats(spec, p, norm(x))[2])
-
-    def predict(hyper_vars, images, params=None):
-        """PudNet's network for `images`; with `params` (a control's fixed parameters),
-        only their BatchNorm statistics, from the same subsample."""
-        data_lib.check_images(images, spec.image_shape, 'prediction images')
-        if params is None:
-            sketch = streaming_sketch(lambda c: encode(hyper_vars, c), images, chunk_size)
-            params = generate(hyper_vars, sketch)
-        n = images.shape[0]
-        pick = np.sort(np.random.default_rng(seed).choice(n, min(bn_images, n), replace=False))
-        return jax.block_until_ready({'params': params, 'batch_stats': stats(params, images[pick])})
-    return predict
+def protocol_predictor(e, model: PudNet, spec: TargetSpec):
+    """The protocol's `predictor.make_predictor`: uint8 images, the sketch streamed in
+    chunks of `e.chunk_size`, BatchNorm statistics from `e.bn_images` random ones (seed
+    `e.seed`)."""
+    return predictor_lib.make_predictor(model, spec, e.bn_images, seed=e.seed,
+                                        chunk_size=e.chunk_size, uint8=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,7 +130,7 @@ def predict_variables(e, model, spec, hyper_vars, predict_pool) -> tuple[dict, d
     """The target's variables for the whole prediction pool, and the time it took (after
     a first run that compiles)."""
     images, _, _ = flatten(predict_pool)
-    predict = make_predictor(model, spec, e.chunk_size, e.bn_images, e.seed)
+    predict = protocol_predictor(e, model, spec)
     t0 = time.perf_counter()
     predict(hyper_vars, images)
     first = time.perf_counter() - t0
@@ -152,7 +139,8 @@ def predict_variables(e, model, spec, hyper_vars, predict_pool) -> tuple[dict, d
     seconds = time.perf_counter() - t0
     return variables, {'predict_seconds': seconds, 'compile_seconds': max(first - seconds, 0.0),
                        'first_predict_seconds': first, 'prediction_images': int(len(images)),
-                       'bn_images': int(min(e.bn_images, len(images))),
+                       'bn_images': int(len(predictor_lib.bn_subsample(len(images), e.bn_images,
+                                                                       e.seed))),
                        'chunk_size': e.chunk_size, 'backend': jax.default_backend()}
 
 
@@ -201,7 +189,7 @@ def score_with_controls(config, model, spec, hyper_vars, variables, predict_pool
     e = config.eval
     results, accs = score(e, spec, variables, predict_pool, test_pool, per_draw=True)
     images, _, _ = flatten(predict_pool)
-    predictor = make_predictor(model, spec, e.chunk_size, e.bn_images, e.seed)
+    predictor = protocol_predictor(e, model, spec)
     control_accs = {}
     for name, params_list in controls.control_params(config, model, spec, hyper_vars, pool,
                                                      workdir).items():
@@ -228,11 +216,8 @@ def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
                                           classification.tau_setting(config),
                                           e.get('refine_optimizer', 'adam'))
     images, _, _ = flatten(predict_pool)
-    encode = jax.jit(lambda hv, x: model.apply(hv, data_lib.normalize(x), train=False,
-                                               method=PudNet.encode))
-    sketch = streaming_sketch(lambda c: encode(hyper_vars, c), images, e.chunk_size)
-    predictor = make_predictor(model, spec, e.chunk_size, e.bn_images, e.seed)
-    generate = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))
+    predictor = protocol_predictor(e, model, spec)
+    sketch = predictor.sketch(hyper_vars, images)
     labels = np.repeat(np.arange(ways), e.shots)
     index = np.arange(ways * e.shots)
     seconds, cache = [], {}
@@ -243,7 +228,7 @@ def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
             t0 = time.perf_counter()
             s = refine_fn(hyper_vars, sketch, labelled, index, labels)
             cache.clear()
-            cache[r] = predictor(hyper_vars, images, generate(hyper_vars, s))
+            cache[r] = predictor(hyper_vars, images, sketch=s)
             seconds.append(time.perf_counter() - t0)
         return cache[r]
     _, accs = score(e, spec, variables, predict_pool, test_pool, per_draw=True)

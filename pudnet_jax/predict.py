@@ -29,6 +29,7 @@ from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import inter_dataset
+from pudnet_jax import predictor as predictor_lib
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.targets import make_target
 
@@ -102,7 +103,7 @@ def predict_and_save(workdir: str, output_dir: str | None = None) -> dict:
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     sampler = evaluate_lib.group_sampler(config, pool)
-    predict = evaluate_lib.make_predict_fn(model, spec, config.eval.get('bn_images'))
+    predict = predictor_lib.make_predictor(model, spec, config.eval.get('bn_images'))
 
     reports = []
     for g in range(config.predict.groups):
@@ -268,8 +269,7 @@ def folder_baselines(config, e, spec, predicted, predict_pool, test_pool, pudnet
     images, labels, _ = inter_dataset.flatten(predict_pool)
     test, test_labels, _ = inter_dataset.flatten({c: test_pool[c] for c in sorted(predict_pool)})
     x, x_test = data_lib.normalize(images), data_lib.normalize(test)
-    pick = np.sort(np.random.default_rng(e.seed).choice(len(x), min(e.bn_images, len(x)),
-                                                        replace=False))
+    pick = predictor_lib.bn_subsample(len(x), e.bn_images, e.seed)
     epochs, lr = tuple(p.baseline_epochs), float(p.baseline_learning_rate)
     batch = min(int(p.baseline_batch_size), len(x))
     trainer = baselines_lib.GroupTrainer(spec, len(predict_pool), batch, 'adam')

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pudnet_jax
-from pudnet_jax import evaluate, pretrained
+from pudnet_jax import evaluate, predictor, pretrained
 from pudnet_jax.errors import UserError
 from pudnet_jax.pretrained import __main__ as export
 
@@ -61,7 +61,7 @@ def test_predict_is_the_protocols_network_and_takes_uint8_or_float(trained_workd
     sampler = evaluate.group_sampler(hyper.config, hyper.pool(), 'test')
     same = sampler.sample(0, 1)[0]
     np.testing.assert_array_equal(same.support, group.images)
-    protocol = evaluate.make_predict_fn(hyper.model, hyper.spec)(hyper.variables, same.support)
+    protocol = predictor.make_predictor(hyper.model, hyper.spec)(hyper.variables, same.support)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  variables, protocol)
     scores = evaluate.make_scores_fn(hyper.spec, len(group.classes))(

@@ -12,6 +12,7 @@ from configs import test as test_config
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate
 from pudnet_jax import predict as predict_lib
+from pudnet_jax import predictor
 from pudnet_jax import train as train_lib
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.hypernet import build_model
@@ -108,7 +109,7 @@ def test_unknown_target_and_bad_prediction_images(tmp_path):
     config = test_config.get_config()
     model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
-    predict = evaluate.make_predict_fn(model, spec)
+    predict = predictor.make_predictor(model, spec)
     hyper = {'params': state.params, 'batch_stats': state.batch_stats}
     with pytest.raises(ValueError, match=r'prediction images: expected 1 channel.*\(4, 28, 28, 3\)'):
         predict(hyper, np.zeros((4, 28, 28, 3), np.float32))
@@ -133,19 +134,22 @@ def test_group_accuracy_top1_and_top_k():
 
 
 def test_batchnorm_statistics_from_a_strided_subsample_and_the_sketch_from_all():
-    np.testing.assert_array_equal(evaluate.bn_subsample(10, None), np.arange(10))
-    np.testing.assert_array_equal(evaluate.bn_subsample(10, 10), np.arange(10))
-    np.testing.assert_array_equal(evaluate.bn_subsample(10, 4), [0, 3, 6, 9])
-    assert len(evaluate.bn_subsample(2000, 1000)) == 1000
+    np.testing.assert_array_equal(predictor.bn_subsample(10, None), np.arange(10))
+    np.testing.assert_array_equal(predictor.bn_subsample(10, 10), np.arange(10))
+    np.testing.assert_array_equal(predictor.bn_subsample(10, 4), [0, 3, 6, 9])
+    assert len(predictor.bn_subsample(2000, 1000)) == 1000
+    seeded = predictor.bn_subsample(10, 4, seed=1)        # the inter-dataset protocol's
+    np.testing.assert_array_equal(seeded, np.sort(np.random.default_rng(1).choice(10, 4, False)))
+    np.testing.assert_array_equal(predictor.bn_subsample(10, 12, seed=1), np.arange(10))
     config = test_config.get_config()
     model, spec = build_model(config)
     state = train_lib.create_train_state(config, model, spec)
     hyper = {'params': state.params, 'batch_stats': state.batch_stats}
     images = data_lib.normalize(np.concatenate(
         [v[:6] for v in data_lib.load_pool('mnist5k', 28, 1).values()][:4]))   # 24 images
-    full = evaluate.make_predict_fn(model, spec)(hyper, images)
-    sub = evaluate.make_predict_fn(model, spec, bn_images=8)(hyper, images)
-    pick = evaluate.bn_subsample(24, 8)
+    full = predictor.make_predictor(model, spec)(hyper, images)
+    sub = predictor.make_predictor(model, spec, bn_images=8)(hyper, images)
+    pick = predictor.bn_subsample(24, 8)
     # the generated parameters come from the sketch of all 24 images ...
     jax.tree.map(np.testing.assert_array_equal, sub['params'], full['params'])
     # ... the statistics from the 8 strided ones, exactly as a pass over them alone
