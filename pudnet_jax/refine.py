@@ -21,10 +21,10 @@ import jax
 import numpy as np
 import optax
 
-from pudnet_jax import inner_loop
+from pudnet_jax import inner_loop, predictor
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.tasks import classification
-from pudnet_jax.targets import TargetSpec, apply_with_dataset_stats
+from pudnet_jax.targets import TargetSpec
 
 
 OPTIMIZERS = ('adam', 'learned')
@@ -88,8 +88,9 @@ def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: i
     `milestones` (≤ `steps`): the encoding, the k steps and the generation, each timed, so
     the generations of earlier milestones do not count in a later one's seconds."""
     refine = make_refine_fn(model, spec, ways, steps, lr, tau_setting, optimizer)
-    encode = jax.jit(lambda hv, x: model.apply(hv, x, train=False, method=PudNet.encode).mean(0))
-    finish = jax.jit(lambda hv, s, x: _variables(model, spec, hv, s, x))
+    one = predictor.make_predictor(model, spec)       # the intra protocol's predictor
+    encode = one.sketch
+    finish = lambda hv, s, x: one(hv, x, sketch=s)
 
     def predict(hyper_vars, images, index, labels, milestones=(steps,)):
         t0 = time.perf_counter()
@@ -103,9 +104,3 @@ def make_refined_predict_fn(model: PudNet, spec: TargetSpec, ways: int, steps: i
         return out
     predict.finish = finish      # (hyper vars, sketch, images) -> the target's variables
     return predict
-
-
-def _variables(model, spec, hyper_vars, sketch, images):
-    params = model.apply(hyper_vars, sketch, method=PudNet.generate)
-    _, _, stats = apply_with_dataset_stats(spec, params, images)
-    return {'params': params, 'batch_stats': stats}
