@@ -347,5 +347,4 @@ def format_folder_report(r: dict) -> str:
                                           in zip(cv['epochs'], cv['accuracy'], cv['seconds']))))
     if 'verdict' in r:
         rows.append(('did it pay off', r['verdict']))
-    width = max(len(k) for k, _ in rows)
-    return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
+    return evaluate_lib.format_table(rows)
