@@ -203,16 +203,16 @@ def score_with_controls(config, model, spec, hyper_vars, variables, predict_pool
     return results
 
 
-def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
-                  control_accs) -> dict:
-    """PudNet + refined sketch on the same draws: per draw, the whole prediction part's
-    sketch refined on that draw's labelled images (their own BatchNorm statistics during
-    the refinement), then the network generated from it with BatchNorm statistics from
-    the same prediction subsample as every other network."""
+def make_refiner(config, model, spec, hyper_vars, predict_pool):
+    """r → (the network refined for draw r, seconds): the whole prediction part's sketch
+    refined (`eval.refine_steps` steps, `refine.make_refine_fn`) on draw r's labelled
+    images (`draw_labelled`; their own BatchNorm statistics during the refinement), then
+    the network generated from it with BatchNorm statistics from the same prediction
+    subsample as every other network."""
     e = config.eval
     ways = len(predict_pool)
-    steps, lr = int(e.refine_steps), float(e.refine_lr)
-    refine_fn = refine_lib.make_refine_fn(model, spec, ways, steps, lr,
+    refine_fn = refine_lib.make_refine_fn(model, spec, ways, int(e.refine_steps),
+                                          float(e.refine_lr),
                                           classification.tau_setting(config),
                                           e.get('refine_optimizer', 'adam'))
     images, _, _ = flatten(predict_pool)
@@ -220,24 +220,40 @@ def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
     sketch = predictor.sketch(hyper_vars, images)
     labels = np.repeat(np.arange(ways), e.shots)
     index = np.arange(ways * e.shots)
+
+    def refined(r):
+        labelled = jnp.asarray(data_lib.normalize(draw_labelled(e, predict_pool, r)))
+        t0 = time.perf_counter()
+        s = refine_fn(hyper_vars, sketch, labelled, index, labels)
+        variables = predictor(hyper_vars, images, sketch=s)
+        return variables, time.perf_counter() - t0
+    return refined
+
+
+def refine_settings(e) -> dict:
+    return {'steps': int(e.refine_steps), 'lr': float(e.refine_lr),
+            'optimizer': e.get('refine_optimizer', 'adam')}
+
+
+def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
+                  control_accs) -> dict:
+    """PudNet + refined sketch on the same draws: per draw, the network `make_refiner`
+    gives for it, scored with that draw's centroids."""
+    refined = make_refiner(config, model, spec, hyper_vars, predict_pool)
     seconds, cache = [], {}
 
     def variables(r):
         if r not in cache:
-            labelled = jnp.asarray(data_lib.normalize(draw_labelled(e, predict_pool, r)))
-            t0 = time.perf_counter()
-            s = refine_fn(hyper_vars, sketch, labelled, index, labels)
             cache.clear()
-            cache[r] = predictor(hyper_vars, images, sketch=s)
-            seconds.append(time.perf_counter() - t0)
+            cache[r], t = refined(r)
+            seconds.append(t)
         return cache[r]
-    _, accs = score(e, spec, variables, predict_pool, test_pool, per_draw=True)
+    _, accs = score(config.eval, spec, variables, predict_pool, test_pool, per_draw=True)
     out = dict(zip(('accuracy', 'ci95'), controls.mean_ci95(accs)))
     gains = controls.summarize(accs, control_accs)
     gains.pop('controls')
-    return out | gains | {'steps': steps, 'lr': lr,
-                          'optimizer': e.get('refine_optimizer', 'adam'),
-                          'seconds': evaluate_lib.median_after_first(seconds)}
+    return out | gains | refine_settings(config.eval) | {
+        'seconds': evaluate_lib.median_after_first(seconds)}
 
 
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, workdir=None,

@@ -224,17 +224,36 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
 
     path = output_dir or os.path.join(workdir, config.predict.output, folder_output_name(folder))
     metadata = network_metadata(spec, os.path.abspath(folder), names, timing['prediction_images'])
-    save_variables(path, variables, metadata)
+    # With a refinement configured (the multi-domain default's learned step), the saved
+    # network is the refined one: the sketch of the whole prediction part refined on the
+    # first draw's labelled images, as the report's refined row scores its first draw.
+    refined = None
+    if e.get('refine_steps'):
+        refiner = inter_dataset.make_refiner(_with_eval(config, e), model, spec, hyper_vars,
+                                             predict_pool)
+        refiner(0)                                     # compiles; timed below without it
+        refined, refine_seconds = refiner(0)
+        metadata['refined'] = dict(inter_dataset.refine_settings(e), draw=0,
+                                   labelled_per_class=int(e.shots))
+    save_variables(path, variables if refined is None else refined, metadata)
     _, loaded_vars, _ = load_variables(path)
     result = inter_dataset.score_with_controls(_with_eval(config, e), model, spec, hyper_vars,
-                                               loaded_vars, predict_pool, test_pool,
-                                               workdir=workdir)
+                                               variables if refined is not None else loaded_vars,
+                                               predict_pool, test_pool, workdir=workdir)
+    if refined is not None:
+        # The saved (refined) network as reloaded from disk, scored on every draw.
+        saved = inter_dataset.score(e, spec, loaded_vars, predict_pool, test_pool)
+        result['saved_network'] = {'what': 'PudNet + refined sketch (draw 0)',
+                                   'accuracy': saved['accuracy'], 'ci95': saved['ci95'],
+                                   'refine_seconds': refine_seconds}
     if baselines is None:
         baselines = config.predict.get('baselines', True)
     if baselines:
-        result['baselines'] = folder_baselines(config, e, spec, loaded_vars, predict_pool,
-                                               test_pool, result['accuracy'],
-                                               timing['predict_seconds'])
+        # What from scratch must reach, and fine-tuning starts from: the saved network.
+        own = result.get('saved_network', result)
+        result['baselines'] = folder_baselines(
+            config, e, spec, loaded_vars, predict_pool, test_pool, own['accuracy'],
+            timing['predict_seconds'] + own.get('refine_seconds', 0.0))
     result['verdict'] = payoff_line(result)
     corrupt = loaded.meta.get('corrupt_files', [])
     report = dict(result, **timing, path=path, folder=os.path.abspath(folder), classes=names,
@@ -298,7 +317,9 @@ def folder_baselines(config, e, spec, predicted, predict_pool, test_pool, pudnet
 def payoff_line(r: dict) -> str:
     """Did prediction pay off for this folder? PudNet against the untrained control, and
     the scratch time needed to match it."""
-    line = controls.verdict(r)
+    refined = r.get('refined') if 'saved_network' in r else None    # what was saved
+    line = (controls.verdict(refined).replace('PudNet is', 'PudNet + refined sketch is')
+            if refined else controls.verdict(r))
     b = r.get('baselines')
     if b:
         reach = b['scratch_seconds_to_match_pudnet']
@@ -338,6 +359,11 @@ def format_folder_report(r: dict) -> str:
                             f"{r['load_seconds']:.2f} s{', from the cache' if r['from_cache'] else ''})"),
         ('saved', f"{r['path']} (Orbax; predict.load_variables)"),
     ]
+    if 'saved_network' in r:
+        sv = r['saved_network']
+        rows.insert(-1, ('saved network', f"{sv['what']}: {100 * sv['accuracy']:.2f} ± "
+                                          f"{100 * sv['ci95']:.2f} % held-out, as reloaded "
+                                          f"(refined in {1000 * sv['refine_seconds']:.0f} ms)"))
     b = r.get('baselines')
     if b:
         for name, label in (('adam_scratch', 'Adam from scratch'),

@@ -244,3 +244,43 @@ def test_denoising_with_the_inner_loop_trains_and_reports_the_learned_step(tmp_p
     assert r['validation']['classes'] == [4, 5] and 'refined' in r['validation']
     _, _, _, hyper = workdir_lib.restore_hypernet(str(tmp_path / 'w'))
     assert not np.allclose(np.exp(np.asarray(hyper['params']['log_inner_lr'])), 0.4)
+
+
+def test_a_users_folder_gets_the_refined_network_saved(tmp_path):
+    """--mode=predict --data with a learned step configured: the network written to disk
+    is the refined one (the whole prediction part's sketch stepped on the first draw's
+    labelled images), its metadata says so, and its reloaded accuracy is reported."""
+    import sys, os
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_sources import write_folder
+    from pudnet_jax import inter_dataset
+    from pudnet_jax import predict as predict_lib
+    config = inner_config(steps=1)
+    config.train.num_train_steps, config.train.val_every = 2, 0
+    config.eval.groups = config.eval.val_groups = 2
+    config.eval.refine_steps, config.eval.refine_optimizer = 1, 'learned'
+    config.eval.draws = 3
+    w = str(tmp_path / 'w')
+    train_lib.train_and_evaluate(config, w)
+    folder = write_folder(tmp_path / 'imgs', per_class=8)
+    report = predict_lib.predict_folder(w, folder, baselines=False)
+    _, saved, meta = predict_lib.load_variables(report['path'])
+    assert meta['refined'] == {'steps': 1, 'lr': config.eval.refine_lr, 'optimizer': 'learned',
+                               'draw': 0, 'labelled_per_class': config.eval.shots}
+    config, model, spec, hyper = workdir_lib.restore_hypernet(w)
+    e = predict_lib.folder_settings(config)
+    from pudnet_jax import sources
+    pool = sources.load('folder', 28, 1, folder).pool
+    predict_pool, test_pool = data.split_pool(pool, e.predict_fraction, e.seed)
+    expected, _ = inter_dataset.make_refiner(predict_lib._with_eval(config, e), model, spec,
+                                             hyper, predict_pool)(0)
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(saved)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    single, _ = inter_dataset.predict_variables(e, model, spec, hyper, predict_pool)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(single['params']),
+                                                     jax.tree.leaves(saved['params'])))
+    sv = report['saved_network']
+    assert sv['accuracy'] == pytest.approx(
+        inter_dataset.score(e, spec, saved, predict_pool, test_pool)['accuracy'])
+    assert 'saved network' in predict_lib.format_folder_report(report)
+    assert 'PudNet + refined sketch is' in report['verdict']
