@@ -14,7 +14,10 @@ Rows: PudNet; the noisy input; the untrained UNet (random init, `eval.untrained_
 of them, BatchNorm statistics from the group); the mean-sketch UNet (one UNet generated
 from the mean sketch of training groups); and, when the workdir has it, the Pretrained-N2V
 UNet (the same UNet trained with Noise2Void on the training pool with PudNet's budget:
-the control for what the hypernetwork adds). PSNR (outputs clipped to [0, 1]) and SSIM
+the control for what the hypernetwork adds); with learned steps on the sketch
+(`refine_steps`), PudNet after them and the mean sketch after the same steps. The same
+rows on `eval.val_groups` groups of the validation photographs go under `validation`:
+what settings are selected on. PSNR (outputs clipped to [0, 1]) and SSIM
 (`metrics`); `predict_seconds`: median over groups of sketch + generate after
 compilation, `denoise_seconds` the UNet's pass, compilation timed apart."""
 
