@@ -242,8 +242,27 @@ def test_denoising_with_the_inner_loop_trains_and_reports_the_learned_step(tmp_p
     assert f['gain_over_mean_sketch_refined_db'] == pytest.approx(
         f['psnr'] - r['controls']['mean_sketch_refined']['psnr'], abs=1e-9)
     assert r['validation']['classes'] == [4, 5] and 'refined' in r['validation']
-    _, _, _, hyper = workdir_lib.restore_hypernet(str(tmp_path / 'w'))
+    _, model, spec, hyper = workdir_lib.restore_hypernet(str(tmp_path / 'w'))
     assert not np.allclose(np.exp(np.asarray(hyper['params']['log_inner_lr'])), 0.4)
+    # A folder of noisy images gets the UNet after the learned step (the single pass of
+    # a model trained with the loop is not what it was trained to be good at).
+    from test_denoising import _noisy_folder
+    from pudnet_jax import predict as predict_lib
+    from pudnet_jax import sources
+    from pudnet_jax.tasks import denoising
+    from pudnet_jax.tasks.denoising import evaluation
+    from pudnet_jax.tasks.denoising import predict as denoise_predict
+    noisy, _ = _noisy_folder(tmp_path)
+    report = denoising.predict_folder(str(tmp_path / 'w'), noisy, None)
+    _, saved, meta = predict_lib.load_variables(report['network'])
+    assert meta['learned_steps'] == 1
+    images = sources.load_unlabelled(noisy, None, 1)
+    tiles = denoise_predict.sketch_tiles(
+        [(n, im / np.float32(255)) for n, im in zip(images.files, images.images)], 16, 1024)
+    predictor = evaluation.Predictor(model, hyper, spec, config)
+    expected = predictor.refined_params(tiles, evaluation.refine_key((config.eval.seed, 12)))
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(saved['params'])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 def test_a_users_folder_gets_the_refined_network_saved(tmp_path):

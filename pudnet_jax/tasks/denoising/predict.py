@@ -77,9 +77,13 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir=None,
     tiles = sketch_tiles(images, size, limit)
 
     config, model, spec, hyper_vars = workdir_lib.restore_hypernet(workdir, config)
-    predictor = evaluation.Predictor(model, hyper_vars, spec)
+    predictor = evaluation.Predictor(model, hyper_vars, spec, config)
     t = time.perf_counter()
-    params = jax.block_until_ready(predictor.params(tiles))
+    if predictor.refine_steps:      # trained with the inner loop: its learned steps too
+        params = jax.block_until_ready(predictor.refined_params(
+            tiles, evaluation.refine_key((int(config.eval.seed), 12))))
+    else:
+        params = jax.block_until_ready(predictor.params(tiles))
     predict_seconds = time.perf_counter() - t
 
     out = output_dir or os.path.join(workdir, config.predict.output,
@@ -88,6 +92,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir=None,
                 'image_channels': int(c), 'sigma_trained': float(config.noise.sigma),
                 'folder': os.path.abspath(folder), 'images': len(images),
                 'sketch_tiles': int(len(tiles)), 'tile_size': int(size),
+                'learned_steps': int(predictor.refine_steps),
                 'usage': 'per image: S x S tiles at stride S/2 (image reflect-padded by S/4), '
                          'x -> (x - mean) / std over the tiles, UNet with BatchNorm statistics '
                          'of the tiles (train-mode BatchNorm), output * std + mean, each '
