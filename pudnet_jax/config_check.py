@@ -205,9 +205,10 @@ def _check_eval(p: _Problems) -> None:
     p.int_at_least('eval.refine_steps', 0, optional=True)
     if p.get('eval.refine_steps', 0):
         p.number_in('eval.refine_lr', 0.0, 10.0, low_open=True)
+    from pudnet_jax.refine import OPTIMIZERS
     optimizer = p.get('eval.refine_optimizer', 'adam')
-    if optimizer not in ('adam', 'learned'):
-        p.add('eval.refine_optimizer', optimizer, "must be 'adam' or 'learned'")
+    if optimizer not in OPTIMIZERS:
+        p.add('eval.refine_optimizer', optimizer, 'must be ' + ' or '.join(map(repr, OPTIMIZERS)))
     elif optimizer == 'learned' and not p.get('train.inner_steps', 0):
         p.add('eval.refine_optimizer', optimizer, "'learned' needs a step learned in "
               "meta-training: config.train.inner_steps > 0")

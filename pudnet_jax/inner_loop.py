@@ -40,10 +40,20 @@ def update(task_params: dict, sketch, grad):
     return sketch - jnp.exp(task_params[PARAM]) * grad / rms
 
 
+def step(loss, hyper_params, task_params, sketch, ep, k, first_order: bool = True):
+    """The k-th step: `update` with the gradient of `loss(hyper params, task params,
+    sketch, episode, k)` at `sketch` (a constant to any outer gradient when
+    `first_order`). Meta-training's adaptation and a task's prediction both take it."""
+    g = jax.grad(lambda s: loss(hyper_params, task_params, s, ep, k))(sketch)
+    if first_order:
+        g = jax.lax.stop_gradient(g)
+    return update(task_params, sketch, g)
+
+
 def make_adaptation(config, loss):
     """`loss(hyper params, task params, sketch, episode, k)` → the scalar the k-th step
     descends. Returns (hyper params, task params, sketch, episode) → the sketch after K
-    steps (`update`), or None when K = 0."""
+    steps (`step`), or None when K = 0."""
     k_steps = steps(config)
     if not k_steps:
         return None
@@ -51,9 +61,6 @@ def make_adaptation(config, loss):
 
     def adapt(hyper_params, task_params, sketch, ep):
         for k in range(k_steps):
-            g = jax.grad(lambda s: loss(hyper_params, task_params, s, ep, k))(sketch)
-            if first_order:
-                g = jax.lax.stop_gradient(g)
-            sketch = update(task_params, sketch, g)
+            sketch = step(loss, hyper_params, task_params, sketch, ep, k, first_order)
         return sketch
     return adapt

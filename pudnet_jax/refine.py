@@ -6,8 +6,9 @@ The loss is leave-one-out: each labelled image is classified by cosine to the ce
 of the *other* labelled images of its class (and all of the other classes), through the
 network generated from the current sketch with BatchNorm statistics from the prediction
 set. So an image never votes for itself, and what the sketch learns is what separates
-the classes of this dataset. Adam on the sketch, `eval.refine_steps` steps of
-`eval.refine_lr`, one jitted loop. The network then depends on the labelled data by
+the classes of this dataset. `eval.refine_steps` steps on the sketch: Adam of
+`eval.refine_lr` (`eval.refine_optimizer='adam'`), or the step meta-training learned
+(`'learned'`, `inner_loop.update`, with `train.inner_steps` > 0). The network then depends on the labelled data by
 construction: it is reported as its own row ("PudNet + refined sketch"), with its
 seconds, beside the single forward pass and the same controls.
 """

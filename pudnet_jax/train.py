@@ -109,7 +109,7 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_devic
     task = tasks.of(config)
     episode_loss = task.make_episode_loss(config, spec)
     # Optional: a task's inner loop on each episode's sketch before generation
-    # (classification with config.train.inner_steps > 0).
+    # (config.train.inner_steps > 0; `inner_loop`).
     adapt = getattr(task, 'make_sketch_adaptation', lambda *_: None)(config, model, spec)
     mode = resolve_batching(config.train.episode_batching)
 

@@ -184,11 +184,11 @@ def sketch_loss(model, spec: TargetSpec, hyper_params: dict, sketch, x, key,
     return n2v_loss(spec, generated, x, key, fraction, radius, kind)[0]
 
 
-def make_sketch_adaptation(config, model, spec: TargetSpec):
-    """With `config.train.inner_steps` = K > 0: (hyper params, task params, sketch, one
-    group) → the sketch after K steps (`inner_loop.update`) on `sketch_loss` of the noisy
-    group, step k masked with the group's mask key folded with k + 1 (the outer loss keeps
-    the key itself). None when K = 0."""
+def make_step_loss(config, model, spec: TargetSpec):
+    """(hyper params, task params, sketch, one group, k) → what the k-th learned step
+    descends: `sketch_loss` of the normalised noisy group, masked with the group's mask
+    key folded with k + 1 (the outer loss keeps the key itself). Meta-training's inner
+    loop (`make_sketch_adaptation`) and prediction (`evaluation.Predictor`) both use it."""
     fraction, radius = float(config.noise.mask_fraction), int(config.noise.mask_radius)
     kind = loss_kind(config)
 
@@ -196,7 +196,14 @@ def make_sketch_adaptation(config, model, spec: TargetSpec):
         key = jax.random.fold_in(ep.mask_keys, k + 1)
         return sketch_loss(model, spec, hyper_params, sketch, normalize(ep.noisy), key,
                            fraction, radius, kind)
-    return inner_loop.make_adaptation(config, loss)
+    return loss
+
+
+def make_sketch_adaptation(config, model, spec: TargetSpec):
+    """With `config.train.inner_steps` = K > 0: (hyper params, task params, sketch, one
+    group) → the sketch after K steps (`inner_loop.step`) on `make_step_loss`'s loss.
+    None when K = 0."""
+    return inner_loop.make_adaptation(config, make_step_loss(config, model, spec))
 
 
 def validation_curve(config, model, spec, loaded, workdir, start_step=0):

@@ -63,14 +63,10 @@ class Predictor:
         self.denoise = task.denoise_fn(spec)
         self.refine_steps = 0 if config is None else refine_steps(config)
         if self.refine_steps:
-            n = config.noise
-            args = (float(n.mask_fraction), int(n.mask_radius), task.loss_kind(config))
-
-            def step(hv, s, x, key):
-                g = jax.grad(lambda s: task.sketch_loss(model, spec, hv['params'], s, x, key,
-                                                        *args))(s)
-                return inner_loop.update(hv['params'], s, g)
-            self._step = jax.jit(step)
+            # The step of meta-training's inner loop (the restored params hold α too).
+            loss = task.make_step_loss(config, model, spec)
+            self._step = jax.jit(lambda hv, s, group, k: inner_loop.step(
+                loss, hv['params'], hv['params'], s, group, k))
 
     def sketch(self, noisy):
         return self._encode(self.hyper_vars, task.normalize(jnp.asarray(noisy)))
@@ -84,10 +80,11 @@ class Predictor:
     def refined_sketch(self, noisy, key, start=None):
         """The sketch after the learned steps on the group `noisy`, from its own sketch
         (or from `start`: the control that steps the mean sketch)."""
-        x = task.normalize(jnp.asarray(noisy))
-        s = self._encode(self.hyper_vars, x) if start is None else start
+        noisy = jnp.asarray(noisy)
+        s = self.sketch(noisy) if start is None else start
+        group = task.NoisyGroups(clean=None, noisy=noisy, mask_keys=key)
         for k in range(self.refine_steps):
-            s = self._step(self.hyper_vars, s, x, jax.random.fold_in(key, k + 1))
+            s = self._step(self.hyper_vars, s, group, k)
         return s
 
     def refined_params(self, noisy, key, start=None):
