@@ -110,6 +110,10 @@ def get_config():
     config.train.inner_steps = 0
     config.train.inner_lr = 1.0
     config.train.inner_first_order = True
+    # A random style per training episode, the same for all its images (pudnet_jax/
+    # augment.py: any of 'thickness', 'blur', 'gamma', 'contrast', 'invert'): domain
+    # randomisation of the meta-training tasks. (): off.
+    config.train.episode_augment = ()
 
     config.eval = ml_collections.ConfigDict()
     config.eval.ways = 4

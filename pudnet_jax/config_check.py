@@ -182,6 +182,16 @@ def _check_train(p: _Problems) -> None:
         if task in tasks.TASKS and not hasattr(tasks.get(task), 'make_sketch_adaptation'):
             p.add(t + 'inner_steps', p.get(t + 'inner_steps'),
                   f"must be 0: task {task!r} has no inner loop (make_sketch_adaptation)")
+    styles = p.get(t + 'episode_augment', ())
+    if styles:
+        from pudnet_jax import augment, tasks
+        task = p.get('task') or tasks.DEFAULT
+        if not isinstance(styles, (list, tuple)) or set(styles) - set(augment.TRANSFORMS):
+            p.add(t + 'episode_augment', styles,
+                  f'must be a tuple of transforms from {augment.TRANSFORMS}')
+        elif task in tasks.TASKS and not hasattr(tasks.get(task), 'make_episode_styles'):
+            p.add(t + 'episode_augment', styles,
+                  f"must be (): task {task!r} has no episode styles (make_episode_styles)")
     if p.get(t + 'input', 'host') not in ('auto', 'device', 'host'):
         p.add(t + 'input', p.get(t + 'input'), "must be 'auto', 'device' or 'host'")
     if p.get(t + 'episode_batching') not in ('auto', 'unroll', 'vmap', 'map'):

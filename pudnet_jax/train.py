@@ -111,9 +111,14 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_devic
     # Optional: a task's inner loop on each episode's sketch before generation
     # (config.train.inner_steps > 0; `inner_loop`).
     adapt = getattr(task, 'make_sketch_adaptation', lambda *_: None)(config, model, spec)
+    # Optional: a random style per training episode (config.train.episode_augment;
+    # `augment`), drawn from the step number so that resumption stays exact.
+    styles = getattr(task, 'make_episode_styles', lambda *_: None)(config)
     mode = resolve_batching(config.train.episode_batching)
 
     def train_step(state: TrainState, batch):
+        if styles is not None:
+            batch = styles(state.step, batch)
         images = task.sketch_images(batch)
         num_episodes, per_episode = images.shape[:2]
 

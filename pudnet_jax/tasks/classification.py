@@ -20,7 +20,7 @@ from clu import metrics
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
-from pudnet_jax import inner_loop, inter_dataset, sources
+from pudnet_jax import augment, inner_loop, inter_dataset, sources
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.files import write_json
 from pudnet_jax.hypernet import PudNet
@@ -153,6 +153,12 @@ def make_episode_loss(config, spec: TargetSpec):
                            use_kl=loss_cfg.use_kl, metric_weight=metric_weight,
                            kl_weight=kl_weight)
     return episode_loss
+
+
+def make_episode_styles(config):
+    """`config.train.episode_augment`: a random style per training episode (`augment`),
+    or None."""
+    return augment.make_episode_styles(config)
 
 
 def sketch_images(batch: data_lib.Episodes):
