@@ -12,6 +12,22 @@ from pudnet_jax.process import prepare_process  # noqa: E402
 
 prepare_process()   # as the command line: the CPU backend up front when there is no GPU
 
+# One XLA compilation cache for the session's processes: many tests compile the same tiny
+# programs (a train step, a predictor), and XLA's compile is most of their time on a CPU.
+# The directory is made by the first process that imports this file (the pytest-xdist
+# controller, whose environment its workers inherit) and removed when that process ends.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+
+import jax  # noqa: E402
+
+if 'PUDNET_TEST_XLA_CACHE' not in os.environ:
+    os.environ['PUDNET_TEST_XLA_CACHE'] = tempfile.mkdtemp(prefix='pudnet_test_xla_cache_')
+    atexit.register(shutil.rmtree, os.environ['PUDNET_TEST_XLA_CACHE'], ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', os.environ['PUDNET_TEST_XLA_CACHE'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
 from configs import test as test_config  # noqa: E402
 from pudnet_jax import train as train_lib  # noqa: E402
 
