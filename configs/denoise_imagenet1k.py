@@ -35,6 +35,7 @@ def get_config(sigma: str = '25'):
     config.target.width = 64
     config.model.sketch_dim = 256
     config.model.eta = 0.1
+    config.model.residual = False      # the paper's generator (the offline default's is residual)
     config.noise.sigma = float(sigma)
     config.noise.loss = 'l1'
     t = config.train
