@@ -235,6 +235,12 @@ def _denoising_batches(config, count: int):
 
 
 def run_preset(name: str, config) -> dict:
+    if _is_denoising(config) and config.model.get('residual', False):
+        # The offline denoising default generates residual kernels (a learned base plus
+        # the generated delta); the PyTorch mirror is the authors' generator: time that.
+        print(f'{name}: model.residual=False (the authors\' generator, which the PyTorch '
+              f'mirror implements; the offline default is residual)', flush=True)
+        config.model.residual = False
     _supported(config)
     t = config.train
     target = config.target.name

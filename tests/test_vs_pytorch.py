@@ -23,6 +23,7 @@ def _tiny_config():
     config.target.width = 4
     config.model.sketch_dim = 16
     config.train.ways, config.train.shots, config.train.episodes_per_step = 2, 3, 2
+    config.model.residual = False      # the mirror is the authors' generator
     return config
 
 
