@@ -89,6 +89,26 @@ def check_config(config, workdir: str, has_checkpoint: bool) -> None:
             f'({detail}). Use a new --workdir, or the config saved in {path}.')
 
 
+# Settings that decide the hypernetwork's and the target's parameters: a checkpoint is
+# only read with the ones it was trained with (a partial restore would otherwise leave a
+# parameter unread, or read one the model no longer has, without a word).
+ARCHITECTURE = ('task', 'model', 'target')
+
+
+def check_architecture(config, workdir: str) -> None:
+    """Refuses, in one line naming the settings, to restore `workdir`'s hypernetwork with
+    a config whose model, target or task differ from the ones it was trained with."""
+    differ = config_differences(config, workdir) or {}
+    differ = {k: v for k, v in differ.items()
+              if any(k == a or k.startswith(a + '.') for a in ARCHITECTURE)}
+    if differ:
+        detail = '; '.join(f'{k}: trained with {a!r}, --config gives {b!r}'
+                           for k, (a, b) in list(differ.items())[:8])
+        fix = ' '.join(f'--config.{k}={a!r}' for k, (a, _) in list(differ.items())[:3])
+        raise UserError(f'Workdir {workdir!r} was trained with another model ({detail}): '
+                        f'pass the trained settings ({fix}) or leave out --config.')
+
+
 def _plain(value):
     """JSON's view of a value: tuples as lists, recursively."""
     if isinstance(value, (list, tuple)):
@@ -221,7 +241,10 @@ def restore_hypernet_with_step(workdir: str, config=None):
     """`restore_hypernet` and the step of the checkpoint it restored. Only the
     hypernetwork's variables ({'params', 'batch_stats'}; the params with the task's
     beside them) are read, not the optimizer state."""
-    config = config or load_config(workdir)
+    if config is None:
+        config = load_config(workdir)
+    else:
+        check_architecture(config, workdir)
     model, spec = build_model(config)
     from pudnet_jax import tasks
     abstract = jax.eval_shape(lambda: tasks.init_variables(config, model, spec, seed=0))

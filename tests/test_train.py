@@ -86,6 +86,19 @@ def test_workdir_with_a_different_config_is_refused(tmp_path):
     longer.train.num_train_steps = 8
     longer.eval.groups = 1
     assert train_lib.train_and_evaluate(longer, workdir)['resumed_from_step'] == 2
+    # Evaluating, predicting or comparing with another model than the trained one is
+    # refused in one line naming the setting (a partial restore would read it silently).
+    residual = test_config.get_config()
+    residual.model.residual = True
+    with pytest.raises(ValueError, match=r"model\.residual: trained with False, --config "
+                                         r"gives True\): pass the trained settings "
+                                         r"\(--config\.model\.residual=False\)") as e:
+        workdir_lib.restore_hypernet(workdir, residual)
+    assert len(str(e.value).splitlines()) == 1
+    # Evaluation settings may differ; the saved model is restored with them.
+    evaluation = test_config.get_config()
+    evaluation.eval.groups = 3
+    assert workdir_lib.restore_hypernet_with_step(workdir, evaluation)[4] == 8
 
 
 def test_non_finite_loss_stops_before_saving(tmp_path, monkeypatch):
