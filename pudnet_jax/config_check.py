@@ -186,7 +186,11 @@ def _check_train(p: _Problems) -> None:
     if styles:
         from pudnet_jax import augment, tasks
         task = p.get('task') or tasks.DEFAULT
-        if not isinstance(styles, (list, tuple)) or set(styles) - set(augment.TRANSFORMS):
+        try:
+            known = isinstance(styles, (list, tuple)) and augment.check(styles)
+        except ValueError:
+            known = False
+        if not known:
             p.add(t + 'episode_augment', styles,
                   f'must be a tuple of transforms from {augment.TRANSFORMS}')
         elif task in tasks.TASKS and not hasattr(tasks.get(task), 'make_episode_styles'):

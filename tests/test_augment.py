@@ -45,8 +45,11 @@ def test_gamma_contrast_and_invert_change_levels_as_documented():
     for d in gammas:                                            # monotone, ends fixed
         assert d[0, 0, 0, 0] == 0.0 and d[0, -1, -1, 0] == pytest.approx(1.0)
         assert np.all(np.diff(d.ravel()) >= 0)
-    for d in _draws(('contrast',), p=ramp):
+    contrast = _draws(('contrast',), p=ramp)
+    for d in contrast:
         assert 0.0 <= d.min() <= 0.3 and 0.7 <= d.max() <= 1.0
+    lows, highs = [d.min() for d in contrast], [d.max() for d in contrast]
+    assert max(lows) > 0.2 and min(highs) < 0.8       # levels drawn, not left at 0 and 1
     inverted = [bool(d[0, 0, 0, 0] == 1.0) for d in _draws(('invert',), p=ramp)]
     assert 15 < sum(inverted) < 45
 
