@@ -9,6 +9,8 @@ rocket and coins; test photographs camera and chelsea, never seen in training (g
 2 × 16 tiles, and the whole photographs for the full-image protocol). Trained with the
 Noise2Void loss: no clean image reaches the loss.
 
+`configs/denoise.py:wide` trains on nine bundled images (the four, then clock, Hubble deep
+field, retina, page, text), the same validation and test photographs.
 `configs/denoise.py:digits` is the earlier stand-in on MNIST-5k digits (0-5 / 6-9).
 `configs/denoise.py:textures` and `:microscopy` are the inter-dataset protocol for a
 workdir trained with the default (`--mode=evaluate`): the same PudNet tested on groups of
@@ -77,7 +79,14 @@ def get_config(variant: str = ''):
     c.classical = ('nlm', 'tv_jinv', 'wavelet', 'bm3d')   # bm3d: when installed
     c.full_images = True
     c.example_tiles = 6
-    if variant == 'digits':
+    if variant == 'wide':
+        # A wider training pool: the four training photographs and five more bundled
+        # images of other kinds (clock, Hubble deep field, retina, scanned page, printed
+        # text; `sources.photos`), so that one UNet must compromise between image kinds
+        # and a generated one need not. Validation and test photographs unchanged.
+        config.data.name = 'skimage_photos_wide'
+        config.data.train_classes = (0, 1, 2, 3, 8, 9, 10, 11, 12)
+    elif variant == 'digits':
         config.data.name = 'mnist5k'
         config.data.image_size = 28
         config.data.train_classes = tuple(range(6))
@@ -102,5 +111,5 @@ def get_config(variant: str = ''):
         e.full_images = c.full_images = False
     elif variant:
         raise ValueError(f"configs/denoise.py: unknown variant {variant!r} "
-                         f"(known: 'digits', {', '.join(repr(v) for v in INTER)}).")
+                         f"(known: 'wide', 'digits', {', '.join(repr(v) for v in INTER)}).")
     return config

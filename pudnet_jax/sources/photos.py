@@ -19,6 +19,13 @@ SETS: dict[str, tuple[str, ...]] = {
                        'camera', 'chelsea'),
     'skimage_textures': ('brick', 'gravel', 'grass'),
     'skimage_microscopy': ('cell', 'immunohistochemistry'),
+    # The first eight as `skimage_photos` (same indices), then the other bundled
+    # grayscale-convertible images with at least 16 tiles of 32x32 that no other set
+    # uses: a clock, the Hubble deep field, a retina, a scanned page, printed text
+    # (configs/denoise.py:wide trains on them too).
+    'skimage_photos_wide': ('astronaut', 'coffee', 'motorcycle', 'moon', 'rocket', 'coins',
+                            'camera', 'chelsea', 'clock', 'hubble_deep_field', 'retina',
+                            'page', 'text'),
 }
 
 
