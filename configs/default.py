@@ -114,6 +114,10 @@ def get_config():
     # augment.py: any of 'thickness', 'blur', 'gamma', 'contrast', 'invert'): domain
     # randomisation of the meta-training tasks. (): off.
     config.train.episode_augment = ()
+    # Weight averaging: an exponential moving average of the parameters over the steps,
+    # with this decay (e.g. 0.99), evaluated and restored for prediction instead of the
+    # last step's parameters (train.AveragedTrainState). 0: off (the paper's training).
+    config.train.ema_decay = 0.0
 
     config.eval = ml_collections.ConfigDict()
     config.eval.ways = 4

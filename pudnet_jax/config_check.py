@@ -182,6 +182,10 @@ def _check_train(p: _Problems) -> None:
         if task in tasks.TASKS and not hasattr(tasks.get(task), 'make_sketch_adaptation'):
             p.add(t + 'inner_steps', p.get(t + 'inner_steps'),
                   f"must be 0: task {task!r} has no inner loop (make_sketch_adaptation)")
+    decay = p.get(t + 'ema_decay', 0.0)
+    if not (isinstance(decay, (int, float)) and not isinstance(decay, bool)
+            and 0.0 <= decay < 1.0):
+        p.add(t + 'ema_decay', decay, 'must be a number in [0, 1) (0: no weight average)')
     styles = p.get(t + 'episode_augment', ())
     if styles:
         from pudnet_jax import augment, tasks

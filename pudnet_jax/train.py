@@ -39,6 +39,27 @@ class TrainState(train_state.TrainState):
     batch_stats: Any
 
 
+class AveragedTrainState(TrainState):
+    """With `config.train.ema_decay` = d > 0: also `ema_params`, the exponential moving
+    average of `params` over the steps (`ema ← d·ema + (1 − d)·params` after each update,
+    starting from the initial parameters). It never feeds back into training; evaluation,
+    the validation curve and every restore for prediction use it (`hyper_variables`,
+    `workdir.restore_hypernet`)."""
+    ema_params: Any
+
+
+def ema_decay(config) -> float:
+    """d of `config.train.ema_decay` (0: no average, the paper's training)."""
+    return float(config.train.get('ema_decay', 0.0) or 0.0)
+
+
+def hyper_variables(state: TrainState) -> dict:
+    """The hypernetwork's variables to evaluate: the averaged parameters when the state
+    keeps an average, else the trained ones."""
+    params = state.ema_params if isinstance(state, AveragedTrainState) else state.params
+    return {'params': params, 'batch_stats': state.batch_stats}
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
     t = config.train
     lr = t.learning_rate
@@ -53,8 +74,14 @@ def make_optimizer(config) -> optax.GradientTransformation:
 def create_train_state(config, model: PudNet, spec: TargetSpec) -> TrainState:
     """The hypernetwork's and the task's parameters (`tasks.init_variables`) and Adam."""
     variables = tasks.init_variables(config, model, spec, config.seed)
-    return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                             batch_stats=variables['batch_stats'], tx=make_optimizer(config))
+    common = dict(apply_fn=model.apply, params=variables['params'],
+                  batch_stats=variables['batch_stats'], tx=make_optimizer(config))
+    if ema_decay(config):
+        # its own buffers: the step donates the state, and a leaf shared with params
+        # would be donated twice
+        return AveragedTrainState.create(
+            ema_params=jax.tree.map(jnp.copy, variables['params']), **common)
+    return TrainState.create(**common)
 
 
 def resolve_batching(mode: str) -> str:
@@ -115,6 +142,7 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_devic
     # `augment`), drawn from the step number so that resumption stays exact.
     styles = getattr(task, 'make_episode_styles', lambda *_: None)(config)
     mode = resolve_batching(config.train.episode_batching)
+    decay = ema_decay(config)
 
     def train_step(state: TrainState, batch):
         if styles is not None:
@@ -143,6 +171,9 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_devic
         (_, (parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params)
         state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        if decay:
+            state = state.replace(ema_params=jax.tree.map(
+                lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, state.params))
         return state, task.Metrics.single_from_model_output(**parts)
 
     shardings = {}
@@ -254,8 +285,7 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
             is_last = step == t.num_train_steps
             validation = ''
             if curve and curve.due(step, is_last):
-                point = curve.measure(step, {'params': state.params,
-                                             'batch_stats': state.batch_stats})
+                point = curve.measure(step, hyper_variables(state))
                 best = curve.best()
                 validation = (f"  validation {point['accuracy']:.3f} (best "
                               f"{best['accuracy']:.3f} at step {best['step']})")
@@ -291,7 +321,7 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
         train_seconds = time.time() - t0
         steps_done = t.num_train_steps - start
 
-        hyper_vars = {'params': state.params, 'batch_stats': state.batch_stats}
+        hyper_vars = hyper_variables(state)
         results = task.evaluate(config, model, spec, hyper_vars, loaded, workdir)
         results.update(train_seconds=round(train_seconds, 2), train_steps=t.num_train_steps,
                        steps_this_run=steps_done, resumed_from_step=start,

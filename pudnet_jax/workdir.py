@@ -33,7 +33,8 @@ ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.
                 'model.residual': False, 'model.film': False, 'eval.refine_steps': 0,
                 'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
                 'train.prefetch': 0, 'train.inner_steps': 0, 'train.inner_lr': 1.0,
-                'train.inner_first_order': True}
+                'train.inner_first_order': True, 'train.episode_augment': (),
+                'train.ema_decay': 0.0}
 CLASSES_FILE = 'classes.json'
 RESULTS_FILE = 'results.json'     # the evaluation's numbers, every one
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
@@ -240,7 +241,8 @@ def restore_hypernet(workdir: str, config=None):
 def restore_hypernet_with_step(workdir: str, config=None):
     """`restore_hypernet` and the step of the checkpoint it restored. Only the
     hypernetwork's variables ({'params', 'batch_stats'}; the params with the task's
-    beside them) are read, not the optimizer state."""
+    beside them) are read, not the optimizer state; with `train.ema_decay` the averaged
+    parameters (`ema_params`) are read as the params."""
     if config is None:
         config = load_config(workdir)
     else:
@@ -249,8 +251,13 @@ def restore_hypernet_with_step(workdir: str, config=None):
     from pudnet_jax import tasks
     abstract = jax.eval_shape(lambda: tasks.init_variables(config, model, spec, seed=0))
     mngr = checkpoint_manager(workdir, config)
+    averaged = bool(float(config.train.get('ema_decay', 0.0) or 0.0))
+    if averaged:
+        abstract = {'ema_params': abstract['params'], 'batch_stats': abstract['batch_stats']}
     step, variables = restore_newest_intact(mngr, abstract, workdir, partial=True)
     if step is None:
         raise FileNotFoundError(f'No checkpoint in {os.path.join(workdir, "checkpoints")}: '
                                 f'train there first (--mode=train).')
+    if averaged:
+        variables = {'params': variables['ema_params'], 'batch_stats': variables['batch_stats']}
     return config, model, spec, variables, step

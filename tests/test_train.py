@@ -172,3 +172,60 @@ def test_batchnorm_statistics_from_a_strided_subsample_and_the_sketch_from_all()
     differs = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(sub['batch_stats']),
                                                      jax.tree.leaves(full['batch_stats']))]
     assert any(differs)
+
+
+def test_weight_average_is_the_running_mean_evaluated_restored_and_resumed(tmp_path):
+    """train.ema_decay = d: after each step ema ← d·ema + (1 − d)·params, from the initial
+    parameters; the trained parameters are those of the run without it (the average never
+    feeds back); restore_hypernet reads the average; a killed run resumes to the same one."""
+    config = test_config.get_config()
+    config.train.ema_decay = 0.5
+    config.train.num_train_steps = 4
+    model, spec = build_model(config)
+    pool = data_lib.load_pool('mnist5k', 28, 1)
+    sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, config.train.ways,
+                                      config.train.shots, config.train.queries, seed=0)
+    batches = [sampler.episodes(sampler.sample_indices(s, config.train.episodes_per_step))
+               for s in (1, 2)]
+    state = train_lib.create_train_state(config, model, spec)
+    assert isinstance(state, train_lib.AveragedTrainState)
+    params = [jax.device_get(state.params)]
+    step = train_lib.make_train_step(config, model, spec)
+    for batch in batches:
+        state, _ = step(state, batch)
+        params.append(jax.device_get(state.params))
+    expected = jax.tree.map(lambda p0, p1, p2: 0.5 * (0.5 * p0 + 0.5 * p1) + 0.5 * p2, *params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 jax.device_get(state.ema_params), expected)
+    assert train_lib.hyper_variables(state)['params'] is state.ema_params
+
+    plain = test_config.get_config()
+    plain_state = train_lib.create_train_state(plain, model, spec)
+    assert not isinstance(plain_state, train_lib.AveragedTrainState)
+    plain_step = train_lib.make_train_step(plain, model, spec)
+    for batch in batches:
+        plain_state, _ = plain_step(plain_state, batch)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(plain_state.params), params[-1])
+
+    whole, broken = str(tmp_path / 'whole'), str(tmp_path / 'broken')
+    train_lib.train_and_evaluate(config, whole)
+    train_lib.train_and_evaluate(config, broken, stop_after_step=3)
+    train_lib.train_and_evaluate(config, broken)
+    abstract = jax.eval_shape(lambda: train_lib.create_train_state(config, model, spec))
+    _, full = workdir_lib.restore_newest_intact(
+        workdir_lib.checkpoint_manager(whole, config), abstract, whole)
+    restored = _latest_params(whole)
+    jax.tree.map(np.testing.assert_array_equal, restored['params'], full.ema_params)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full.ema_params),
+                                                        jax.tree.leaves(full.params)))
+    jax.tree.map(np.testing.assert_array_equal, restored, _latest_params(broken))
+
+
+def test_weight_average_decay_out_of_range_is_one_line():
+    from pudnet_jax import config_check
+    from pudnet_jax.errors import UserError
+    config = test_config.get_config()
+    config.train.ema_decay = 1.0
+    with pytest.raises(UserError, match=r'config.train.ema_decay=1.0: must be a number in '
+                                        r'\[0, 1\)'):
+        config_check.validate(config)
