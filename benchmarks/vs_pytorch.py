@@ -235,6 +235,7 @@ def _denoising_batches(config, count: int):
 
 
 def run_preset(name: str, config) -> dict:
+    config = config.copy_and_resolve_references()     # the caller's config is not edited
     if _is_denoising(config) and config.model.get('residual', False):
         # The offline denoising default generates residual kernels (a learned base plus
         # the generated delta); the PyTorch mirror is the authors' generator: time that.

@@ -183,9 +183,11 @@ def score(e, spec, variables, predict_pool, test_pool, per_draw: bool = False):
 
 
 def score_with_controls(config, model, spec, hyper_vars, variables, predict_pool, test_pool,
-                        pool=None, workdir=None) -> dict:
+                        pool=None, workdir=None, refiner=None, first_refined=None) -> dict:
     """`score` of PudNet's network and of the controls' (`controls`) on the same draws:
-    the controls' BatchNorm statistics come from the same prediction subsample."""
+    the controls' BatchNorm statistics come from the same prediction subsample. With a
+    refinement configured, also the refined row (`score_refined`; `refiner` and
+    `first_refined` as there)."""
     e = config.eval
     results, accs = score(e, spec, variables, predict_pool, test_pool, per_draw=True)
     images, _, _ = flatten(predict_pool)
@@ -199,7 +201,7 @@ def score_with_controls(config, model, spec, hyper_vars, variables, predict_pool
     results.update(controls.summarize(accs, control_accs))
     if e.get('refine_steps'):
         results['refined'] = score_refined(config, model, spec, hyper_vars, predict_pool,
-                                           test_pool, control_accs)
+                                           test_pool, control_accs, refiner, first_refined)
     return results
 
 
@@ -236,11 +238,17 @@ def refine_settings(e) -> dict:
 
 
 def score_refined(config, model, spec, hyper_vars, predict_pool, test_pool,
-                  control_accs) -> dict:
+                  control_accs, refiner=None, first_refined=None) -> dict:
     """PudNet + refined sketch on the same draws: per draw, the network `make_refiner`
-    gives for it, scored with that draw's centroids."""
-    refined = make_refiner(config, model, spec, hyper_vars, predict_pool)
+    gives for it, scored with that draw's centroids. A caller that already has the
+    refiner (compiled) and draw 0's (network, seconds), as `--mode=predict --data` which
+    saves that network, passes them as `refiner` and `first_refined`: draw 0 is then not
+    refined again."""
+    refined = refiner or make_refiner(config, model, spec, hyper_vars, predict_pool)
     seconds, cache = [], {}
+    if first_refined is not None:
+        cache[0] = first_refined[0]
+        seconds.append(first_refined[1])
 
     def variables(r):
         if r not in cache:

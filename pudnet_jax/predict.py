@@ -227,7 +227,7 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     # With a refinement configured (the multi-domain default's learned step), the saved
     # network is the refined one: the sketch of the whole prediction part refined on the
     # first draw's labelled images, as the report's refined row scores its first draw.
-    refined = None
+    refined = refiner = None
     if e.get('refine_steps'):
         refiner = inter_dataset.make_refiner(_with_eval(config, e), model, spec, hyper_vars,
                                              predict_pool)
@@ -239,7 +239,10 @@ def predict_folder(workdir: str, folder: str, config=None, output_dir: str | Non
     _, loaded_vars, _ = load_variables(path)
     result = inter_dataset.score_with_controls(_with_eval(config, e), model, spec, hyper_vars,
                                                variables if refined is not None else loaded_vars,
-                                               predict_pool, test_pool, workdir=workdir)
+                                               predict_pool, test_pool, workdir=workdir,
+                                               refiner=refiner,
+                                               first_refined=None if refined is None else
+                                               (refined, refine_seconds))
     if refined is not None:
         # The saved (refined) network as reloaded from disk, scored on every draw.
         saved = inter_dataset.score(e, spec, loaded_vars, predict_pool, test_pool)
