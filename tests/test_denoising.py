@@ -143,7 +143,7 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
     summary = comparison.run_compare(workdir, config)
     names = [r['method'] for r in summary['rows']]
     assert (summary['dataset'], summary['pool'], summary['protocol']) == (
-        'skimage_photos', 'skimage_photos', 'intra')
+        'skimage_photos_wide', 'skimage_photos_wide', 'intra')
     assert names[:5] == ['PudNet', 'noisy input', 'untrained UNet', 'mean-sketch UNet',
                          'Pretrained-N2V UNet']
     assert 'GC N2V scratch 2 epochs' in names and 'wavelet BayesShrink' in names
@@ -160,7 +160,7 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
     from pudnet_jax import config_check
     for variant in denoise.INTER:
         config_check.validate(denoise.get_config(variant))
-    with pytest.raises(ValueError, match="known: 'digits', 'textures', 'microscopy'"):
+    with pytest.raises(ValueError, match="known: 'four', 'digits', 'textures', 'microscopy'"):
         denoise.get_config('cells')
     config = _tiny('textures')
     config.eval.group_size, config.eval.groups = 6, 2
@@ -169,7 +169,7 @@ def test_denoising_trains_resumes_reports_and_predicts_a_folder(tmp_path, capsys
     assert open(f'{workdir}/results.json').read() == before     # the run's own, kept
     r = __import__('json').load(open(f'{workdir}/results_inter_skimage_textures.json'))
     assert (r['protocol'], r['dataset'], r['pool']) == ('inter', 'skimage_textures',
-                                                       'skimage_photos')
+                                                       'skimage_photos_wide')
     assert r['groups'] == 2 and r['images_per_group'] == 6 and 'full_images' not in r
     assert 18 < r['psnr_noisy'] < 26 and 'pretrained_n2v' in r['controls']
     np.testing.assert_allclose(r['conditioning_gain_db'],

@@ -137,6 +137,14 @@ def test_photographs_source_is_offline_tiles_of_the_bundled_photographs():
     assert sources.load('skimage_textures', 16, 3, cache=False).pool[0].shape[-1] == 3
     full = photos.full_images('skimage_photos', 1, (6,))
     np.testing.assert_array_equal(full['camera'][..., 0], camera)
+    # The default's wider set: the same eight first (same indices), then five more.
+    wide = sources.load('skimage_photos_wide', 32, 1, cache=False)
+    assert wide.class_names[:8] == a.class_names and len(wide.class_names) == 13
+    for k in range(8):
+        np.testing.assert_array_equal(wide.pool[k], a.pool[k])
+    text = wide.pool[wide.class_names.index('text')]
+    assert len(text) == (172 // 32) * (448 // 32)
+    np.testing.assert_array_equal(text[0, ..., 0], data.text()[:32, :32])
 
 
 def test_a_whole_image_is_denoised_tile_by_tile_and_equivariant_to_gain_and_offset():

@@ -22,7 +22,7 @@ SETS: dict[str, tuple[str, ...]] = {
     # The first eight as `skimage_photos` (same indices), then the other bundled
     # grayscale-convertible images with at least 16 tiles of 32x32 that no other set
     # uses: a clock, the Hubble deep field, a retina, a scanned page, printed text
-    # (configs/denoise.py:wide trains on them too).
+    # (the denoising default, configs/denoise.py, trains on them too).
     'skimage_photos_wide': ('astronaut', 'coffee', 'motorcycle', 'moon', 'rocket', 'coins',
                             'camera', 'chelsea', 'clock', 'hubble_deep_field', 'retina',
                             'page', 'text'),
