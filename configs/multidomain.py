@@ -21,6 +21,9 @@ held-out domain's classes, 10 prediction images a class (all labelled), 15 test 
   :<domain>,inter  the inter-dataset protocol over the whole held-out domain instead:
                    80 % of each of its classes predicts, 20 % tests, N-way over all its
                    classes (same training: resume or evaluate an intra workdir with it)
+  :<domain>,plus   the wider pool `multidomain_plus`: the nine domains and five more glyph
+                   domains in training (armenian, georgian, hebrew, pictograms, arrows;
+                   multidomain.EXTRA_BLOCKS); the same held-out and validation domains
   :<domain>,paper  the paper's model and objective (L2 full-class head, no inner loop),
                    with 10 Adam steps of 3 on the sketch at prediction only: the default
                    before the learned step (the shipped `multidomain-convnet3`); combines
@@ -34,22 +37,22 @@ from pudnet_jax import multidomain
 TWINS = {'mnist': ('digits',), 'digits': ('mnist',)}
 
 
-def validation_domain(held_out: str) -> str:
+def validation_domain(held_out: str, pool: str = 'multidomain') -> str:
     """The domain whose classes are the validation classes, fixed a priori as a domain
     of another kind than the held-out one: handwritten digits (mnist) for a glyph domain
     or for the silhouettes, the silhouettes (animal) for the digits."""
-    if held_out not in multidomain.DOMAINS:
+    if held_out not in multidomain.POOLS[pool]:
         raise ValueError(f'configs/multidomain.py:<domain> with domain in '
-                         f'{multidomain.DOMAINS}; got {held_out!r}.')
+                         f'{multidomain.POOLS[pool]}; got {held_out!r}.')
     return 'animal' if held_out in ('mnist', 'digits') else 'mnist'
 
 
-def roles(held_out: str):
-    """(train classes, validation classes, test classes, domains) for one held-out domain:
-    test = the held-out domain's classes, validation = the validation domain's, train =
-    every other domain's (twins of the two leave training with them)."""
-    val_domain = validation_domain(held_out)
-    layout = multidomain.layout()
+def roles(held_out: str, pool: str = 'multidomain'):
+    """(train classes, validation classes, test classes, domains) for one held-out domain
+    of `pool`: test = the held-out domain's classes, validation = the validation domain's,
+    train = every other domain's (twins of the two leave training with them)."""
+    val_domain = validation_domain(held_out, pool)
+    layout = multidomain.layout(pool)
     out = {held_out, val_domain} | set(TWINS.get(held_out, ())) | set(TWINS.get(val_domain, ()))
     train = tuple(c for d, classes in layout.items() if d not in out for c in classes)
     domains = {d: tuple(c) for d, c in layout.items()}
@@ -58,11 +61,14 @@ def roles(held_out: str):
 
 def get_config(arg: str = 'animal'):
     held_out, *options = arg.split(',')
-    if not set(options) <= {'intra', 'inter', 'paper'} or {'intra', 'inter'} <= set(options):
-        raise ValueError(f"configs/multidomain.py:<domain>[,paper][,inter]; got {arg!r}.")
+    if (not set(options) <= {'intra', 'inter', 'paper', 'plus'}
+            or {'intra', 'inter'} <= set(options)):
+        raise ValueError(f"configs/multidomain.py:<domain>[,plus][,paper][,inter]; "
+                         f"got {arg!r}.")
+    pool = 'multidomain_plus' if 'plus' in options else 'multidomain'
     config = default.get_config()
-    train, val, test, domains = roles(held_out)
-    config.data.name = 'multidomain'
+    train, val, test, domains = roles(held_out, pool)
+    config.data.name = pool
     config.data.train_classes = train
     config.data.val_classes = val
     config.data.test_classes = test

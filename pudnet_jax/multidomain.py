@@ -51,6 +51,18 @@ PACKAGE_DOMAINS = ('mnist', 'animal')     # MNIST-5k digits; Animal-MNIST silhou
 DOMAINS = tuple(GLYPH_DOMAINS) + PACKAGE_DOMAINS
 MIN_FONTS = 3             # a character must be in at least this many fonts
 
+# The wider pool `multidomain_plus`: every domain above, then five more glyph domains,
+# each a Unicode block's first characters (in code-point order) that MIN_FONTS fonts
+# hold: three more scripts and two kinds of symbol (pictograms, arrows).
+EXTRA_BLOCKS = {
+    'armenian': (0x0531, 0x0556, 38),      # capitals
+    'georgian': (0x10D0, 0x10F0, 33),      # Mkhedruli letters
+    'hebrew': (0x05D0, 0x05EA, 27),        # letters, final forms included
+    'pictograms': (0x2600, 0x26FF, 40),    # Miscellaneous Symbols
+    'arrows': (0x2190, 0x21FF, 32),        # Arrows
+}
+POOLS = {'multidomain': DOMAINS, 'multidomain_plus': DOMAINS + tuple(EXTRA_BLOCKS)}
+
 
 def font_dir() -> str:
     import matplotlib
@@ -72,8 +84,17 @@ def fonts_for(char: str) -> list[str]:
     return [f for f, cmap in _cmaps().items() if ord(char) in cmap]
 
 
+def is_glyph_domain(domain: str) -> bool:
+    return domain in GLYPH_DOMAINS or domain in EXTRA_BLOCKS
+
+
 def glyph_characters(domain: str) -> list[str]:
-    """The characters (classes) of a glyph domain: those in >= MIN_FONTS fonts."""
+    """The characters (classes) of a glyph domain: those in >= MIN_FONTS fonts (for an
+    `EXTRA_BLOCKS` domain, the block's first ones, up to its count)."""
+    if domain in EXTRA_BLOCKS:
+        first, last, count = EXTRA_BLOCKS[domain]
+        chars = [chr(c) for c in range(first, last + 1) if len(fonts_for(chr(c))) >= MIN_FONTS]
+        return chars[:count]
     return [c for c in GLYPH_DOMAINS[domain] if len(fonts_for(c)) >= MIN_FONTS]
 
 
@@ -148,17 +169,17 @@ def domain_classes(class_names) -> dict[str, list[int]]:
     return out
 
 
-def domain_sizes() -> dict[str, int]:
-    """Domain → number of classes, without rendering anything."""
-    sizes = {d: len(glyph_characters(d)) for d in GLYPH_DOMAINS}
-    return sizes | {'mnist': 10, 'animal': 10}
+def domain_sizes(pool: str = 'multidomain') -> dict[str, int]:
+    """Domain → number of classes of `pool` (`POOLS`), without rendering anything."""
+    return {d: 10 if d in PACKAGE_DOMAINS else len(glyph_characters(d)) for d in POOLS[pool]}
 
 
-def layout() -> dict[str, tuple[int, ...]]:
-    """Domain → the indices of its classes in the `multidomain` pool (its class order),
-    computed from the definitions alone (the same as `domain_classes` of the pool)."""
+def layout(pool: str = 'multidomain') -> dict[str, tuple[int, ...]]:
+    """Domain → the indices of its classes in `pool` (its class order), computed from
+    the definitions alone (the same as `domain_classes` of the pool). The domains of
+    `multidomain` have the same indices in `multidomain_plus`."""
     out, start = {}, 0
-    for domain, n in domain_sizes().items():
+    for domain, n in domain_sizes(pool).items():
         out[domain] = tuple(range(start, start + n))
         start += n
     return out

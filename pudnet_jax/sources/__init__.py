@@ -79,8 +79,8 @@ _IMAGENET_MANUAL = ('ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
 SOURCES: dict[str, Source] = {
     'mnist5k': Source('package'),
     'animal_mnist': Source('package'),
-    'multidomain': Source('package'),
-    **{f'md_{d}': Source('package') for d in multidomain.DOMAINS},
+    **{pool: Source('package') for pool in multidomain.POOLS},
+    **{f'md_{d}': Source('package') for d in multidomain.POOLS['multidomain_plus']},
     **{name: Source('package') for name in photos.SETS},
     'fashion_mnist': Source('tfds', 'fashion_mnist', ('train', 'test')),
     'cifar10': Source('tfds', 'cifar10', ('train', 'test')),

@@ -78,7 +78,7 @@ def _animal_mnist(image_size, channels, data_dir, split):
 
 def _md_domain(domain: str, image_size, channels):
     """(class names, uint8 images, labels) of one domain of the multi-domain pool."""
-    if domain in multidomain.GLYPH_DOMAINS:
+    if multidomain.is_glyph_domain(domain):
         names, x, y = multidomain.render_domain(domain)
         return names, preprocess(x, image_size, channels, f'md_{domain}'), y
     part = {'mnist': _mnist5k, 'animal': _animal_mnist}[domain]
@@ -94,17 +94,20 @@ def _md_source(domain: str):
     return load
 
 
-def _multidomain(image_size, channels, data_dir, split):
-    """Every domain of `multidomain.DOMAINS`, classes named `<domain>/<class>`."""
-    names, parts = [], []
-    for domain in multidomain.DOMAINS:
-        dnames, x, y = _md_domain(domain, image_size, channels)
-        parts.append((x, np.asarray(y) + len(names)))
-        names += [f'{domain}/{n}' for n in dnames]
-    return names, iter(parts)
+def _multidomain(pool: str):
+    """Every domain of `multidomain.POOLS[pool]`, classes named `<domain>/<class>`."""
+    def load(image_size, channels, data_dir, split):
+        names, parts = [], []
+        for domain in multidomain.POOLS[pool]:
+            dnames, x, y = _md_domain(domain, image_size, channels)
+            parts.append((x, np.asarray(y) + len(names)))
+            names += [f'{domain}/{n}' for n in dnames]
+        return names, iter(parts)
+    return load
 
 
 LOADERS: dict[str, Callable] = {'mnist5k': _mnist5k, 'animal_mnist': _animal_mnist,
-                                'multidomain': _multidomain,
-                                **{f'md_{d}': _md_source(d) for d in multidomain.DOMAINS},
+                                **{pool: _multidomain(pool) for pool in multidomain.POOLS},
+                                **{f'md_{d}': _md_source(d)
+                                   for d in multidomain.POOLS['multidomain_plus']},
                                 **{name: photos.loader(name) for name in photos.SETS}}
