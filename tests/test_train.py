@@ -207,10 +207,13 @@ def test_weight_average_is_the_running_mean_evaluated_restored_and_resumed(tmp_p
         plain_state, _ = plain_step(plain_state, batch)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(plain_state.params), params[-1])
 
+    # Kill and resume (training only: stopping after the last step skips the evaluation,
+    # which reads hyper_variables, checked above).
+    config.train.val_every = 0
     whole, broken = str(tmp_path / 'whole'), str(tmp_path / 'broken')
-    train_lib.train_and_evaluate(config, whole)
+    train_lib.train_and_evaluate(config, whole, stop_after_step=4)
     train_lib.train_and_evaluate(config, broken, stop_after_step=3)
-    train_lib.train_and_evaluate(config, broken)
+    train_lib.train_and_evaluate(config, broken, stop_after_step=4)
     abstract = jax.eval_shape(lambda: train_lib.create_train_state(config, model, spec))
     _, full = workdir_lib.restore_newest_intact(
         workdir_lib.checkpoint_manager(whole, config), abstract, whole)
