@@ -241,8 +241,9 @@ def restore_hypernet(workdir: str, config=None):
 def restore_hypernet_with_step(workdir: str, config=None):
     """`restore_hypernet` and the step of the checkpoint it restored. Only the
     hypernetwork's variables ({'params', 'batch_stats'}; the params with the task's
-    beside them) are read, not the optimizer state; with `train.ema_decay` the averaged
-    parameters (`ema_params`) are read as the params."""
+    beside them) are read, not the optimizer state; when the workdir was trained with
+    `train.ema_decay` (its saved config), the averaged parameters (`ema_params`) are read
+    as the params, whatever a `config` given now says."""
     if config is None:
         config = load_config(workdir)
     else:
@@ -251,7 +252,10 @@ def restore_hypernet_with_step(workdir: str, config=None):
     from pudnet_jax import tasks
     abstract = jax.eval_shape(lambda: tasks.init_variables(config, model, spec, seed=0))
     mngr = checkpoint_manager(workdir, config)
-    averaged = bool(float(config.train.get('ema_decay', 0.0) or 0.0))
+    # Whether the checkpoint keeps an average is what the workdir was trained with, not
+    # what a --config given now says (a partial restore of a leaf it lacks would fail).
+    trained = load_config(workdir) if os.path.exists(os.path.join(workdir, CONFIG_FILE)) else config
+    averaged = bool(float(trained.train.get('ema_decay', 0.0) or 0.0))
     if averaged:
         abstract = {'ema_params': abstract['params'], 'batch_stats': abstract['batch_stats']}
     step, variables = restore_newest_intact(mngr, abstract, workdir, partial=True)

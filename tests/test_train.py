@@ -222,6 +222,9 @@ def test_weight_average_is_the_running_mean_evaluated_restored_and_resumed(tmp_p
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full.ema_params),
                                                         jax.tree.leaves(full.params)))
     jax.tree.map(np.testing.assert_array_equal, restored, _latest_params(broken))
+    # What the workdir was trained with decides, not a --config given now without it.
+    jax.tree.map(np.testing.assert_array_equal, restored,
+                 workdir_lib.restore_hypernet(whole, test_config.get_config())[3])
 
 
 def test_weight_average_decay_out_of_range_is_one_line():
