@@ -244,18 +244,20 @@ def restore_hypernet_with_step(workdir: str, config=None):
     beside them) are read, not the optimizer state; when the workdir was trained with
     `train.ema_decay` (its saved config), the averaged parameters (`ema_params`) are read
     as the params, whatever a `config` given now says."""
-    if config is None:
-        config = load_config(workdir)
-    else:
-        check_architecture(config, workdir)
-    model, spec = build_model(config)
-    from pudnet_jax import tasks
-    abstract = jax.eval_shape(lambda: tasks.init_variables(config, model, spec, seed=0))
-    mngr = checkpoint_manager(workdir, config)
     # Whether the checkpoint keeps an average is what the workdir was trained with, not
     # what a --config given now says (a partial restore of a leaf it lacks would fail).
-    trained = load_config(workdir) if os.path.exists(os.path.join(workdir, CONFIG_FILE)) else config
-    averaged = bool(float(trained.train.get('ema_decay', 0.0) or 0.0))
+    if config is None:
+        config = trained = load_config(workdir)
+    else:
+        check_architecture(config, workdir)
+        trained = (load_config(workdir) if os.path.exists(os.path.join(workdir, CONFIG_FILE))
+                   else config)
+    model, spec = build_model(config)
+    from pudnet_jax import tasks
+    from pudnet_jax.train import ema_decay
+    abstract = jax.eval_shape(lambda: tasks.init_variables(config, model, spec, seed=0))
+    mngr = checkpoint_manager(workdir, config)
+    averaged = bool(ema_decay(trained))
     if averaged:
         abstract = {'ema_params': abstract['params'], 'batch_stats': abstract['batch_stats']}
     step, variables = restore_newest_intact(mngr, abstract, workdir, partial=True)
