@@ -6,11 +6,14 @@ seven glyph domains rendered from matplotlib's fonts (latin_upper 26 classes, la
 MNIST-5k handwritten digits (mnist, 10 × 500) and Animal-MNIST silhouettes (animal,
 10 × 1,000): 181 classes, 28×28 grayscale.
 
-Meta-training uses every domain but two: the held-out (test) domain and a validation
-domain (`validation_domain`: MNIST, or Animal-MNIST when digits are held out), whose classes are the
-validation classes of model selection. What is selected is behaviour on a domain that
-training never saw, so validation is a domain training never saw: classes of the
-training domains reserved instead were measured at 99.3 % (nothing left to select on).
+Meta-training uses every domain but three: the held-out (test) domain and two validation
+domains of different kinds (`validation_domains`: MNIST's handwriting, or Animal-MNIST
+when digits are held out, and `photos`, 28×28 tiles of scikit-image's photographs, a
+class per photograph, which is in no training), whose classes are the validation classes
+of model selection; validation is scored per domain and averaged (`data.val_domains`).
+What is selected is behaviour on a domain that training never saw, so validation is
+domains training never saw: classes of the training domains reserved instead were
+measured at 99.3 % (nothing left to select on).
 MNIST and the rendered digits are the same ten classes, so each leaves training with its
 twin. Each training episode is 5-way from ONE domain (`data.domains`), so the sketch
 carries which domain an episode is from; validation groups are 5-way from the validation
@@ -38,25 +41,36 @@ TWINS = {'mnist': ('digits',), 'digits': ('mnist',)}
 
 
 def validation_domain(held_out: str, pool: str = 'multidomain') -> str:
-    """The domain whose classes are the validation classes, fixed a priori as a domain
-    of another kind than the held-out one: handwritten digits (mnist) for a glyph domain
-    or for the silhouettes, the silhouettes (animal) for the digits."""
-    if held_out not in multidomain.POOLS[pool]:
-        raise ValueError(f'configs/multidomain.py:<domain> with domain in '
-                         f'{multidomain.POOLS[pool]}; got {held_out!r}.')
+    """The first validation domain, fixed a priori as a domain of another kind than the
+    held-out one: handwritten digits (mnist) for a glyph domain or for the silhouettes,
+    the silhouettes (animal) for the digits."""
+    holdable = [d for d in multidomain.POOLS[pool] if d not in multidomain.VALIDATION_DOMAINS]
+    if held_out not in holdable:
+        raise ValueError(f'configs/multidomain.py:<domain> with domain in {holdable}; '
+                         f'got {held_out!r}.')
     return 'animal' if held_out in ('mnist', 'digits') else 'mnist'
+
+
+def validation_domains(held_out: str, pool: str = 'multidomain') -> tuple[str, ...]:
+    """The validation domains: `validation_domain`'s, then the validation-only ones
+    (`multidomain.VALIDATION_DOMAINS`: photograph tiles), two kinds of data that training
+    never sees (docs/preregistration.md)."""
+    return (validation_domain(held_out, pool),) + multidomain.VALIDATION_DOMAINS
 
 
 def roles(held_out: str, pool: str = 'multidomain'):
     """(train classes, validation classes, test classes, domains) for one held-out domain
-    of `pool`: test = the held-out domain's classes, validation = the validation domain's,
-    train = every other domain's (twins of the two leave training with them)."""
-    val_domain = validation_domain(held_out, pool)
+    of `pool`: test = the held-out domain's classes, validation = the validation domains',
+    train = every other domain's (twins of the held-out and validation domains leave
+    training with them)."""
+    val_domains = validation_domains(held_out, pool)
     layout = multidomain.layout(pool)
-    out = {held_out, val_domain} | set(TWINS.get(held_out, ())) | set(TWINS.get(val_domain, ()))
+    out = {held_out, *val_domains} | set(TWINS.get(held_out, ()))
+    out |= {t for d in val_domains for t in TWINS.get(d, ())}
     train = tuple(c for d, classes in layout.items() if d not in out for c in classes)
+    val = tuple(c for d in val_domains for c in layout[d])
     domains = {d: tuple(c) for d, c in layout.items()}
-    return train, layout[val_domain], layout[held_out], domains
+    return train, val, layout[held_out], domains
 
 
 def get_config(arg: str = 'animal'):
@@ -74,7 +88,7 @@ def get_config(arg: str = 'animal'):
     config.data.test_classes = test
     config.data.domains = domains         # episodes and groups: classes of one domain
     config.data.held_out_domain = held_out
-    config.data.val_domain = validation_domain(held_out)
+    config.data.val_domains = validation_domains(held_out, pool)
 
     config.train.ways = 5
     config.train.shots = 10

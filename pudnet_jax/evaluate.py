@@ -79,17 +79,55 @@ def prediction_shots(e) -> int:
     return p
 
 
-def group_sampler(config, pool, split: str = 'test') -> data_lib.EpisodeSampler:
-    """Groups of the test role (`split='test'`) or of the validation role."""
+def group_sampler(config, pool, split: str = 'test',
+                  domain: str | None = None) -> data_lib.EpisodeSampler:
+    """Groups of the test role (`split='test'`) or of the validation role; with `domain`
+    (a key of `config.data.domains`), only the groups of that domain's classes."""
     e = config.eval
     r = roles(config, pool)
     if split not in ('test', 'validation'):
         raise ValueError(f"split must be 'test' or 'validation', got {split!r}.")
     part, classes = r.test if split == 'test' else r.validation
     seed = e.seed if split == 'test' else e.seed + VALIDATION_SEED_OFFSET
+    domains = config.data.get('domains')
+    if domain is not None:
+        if not domains or domain not in domains:
+            raise ValueError(f'{split} groups of domain {domain!r}: config.data.domains has '
+                             f'no such domain ({sorted(domains or {})}).')
+        members = set(map(int, domains[domain]))
+        classes, domains = [c for c in classes if c in members], None
+    what = f'{split} groups' + (f' of domain {domain!r}' if domain is not None else '')
     return data_lib.EpisodeSampler(part, classes, e.ways, prediction_shots(e), e.test_shots,
-                                   seed=seed, what=f'{split} groups',
-                                   domains=config.data.get('domains'))
+                                   seed=seed, what=what, domains=domains)
+
+
+def mean_over_domains(parts: dict[str, dict]) -> dict:
+    """One summary of the results of several domains (`evaluate` per domain), each domain
+    weighing the same: a number is the unweighted mean of the domains' (a 95 % CI the CI
+    of that mean of independent estimates, sqrt(sum of CI^2) / n), a value equal in every
+    domain is kept, `groups` is the total; the domains' own results under 'domains'."""
+    def merge(values: list):
+        first, n = values[0], len(values)
+        if isinstance(first, dict):
+            keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
+            return {k: merge_key(k, [v[k] for v in values]) for k in keys}
+        return first
+
+    def merge_key(key: str, values: list):
+        first = values[0]
+        if isinstance(first, dict):
+            return merge(values)
+        if all(v == first for v in values) or isinstance(first, bool) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return first if all(v == first for v in values) else list(values)
+        if key.endswith('ci95'):
+            return float(np.sqrt(np.sum(np.square(values)))) / len(values)
+        return float(np.mean(values))
+
+    out = merge(list(parts.values()))
+    out['groups'] = int(sum(int(p['groups']) for p in parts.values()))
+    out['domains'] = dict(parts)
+    return out
 
 
 def labelled(group: data_lib.Episodes, ways: int, shots: int):
@@ -253,11 +291,12 @@ class Refined:
 
 
 def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=None,
-             split: str = 'test', quiet: bool = False) -> dict:
+             split: str = 'test', quiet: bool = False, domain: str | None = None) -> dict:
     """PudNet and its controls on the groups of one role: `eval.groups` test groups, or
-    `eval.val_groups` validation groups (model selection)."""
+    `eval.val_groups` validation groups (model selection); with `domain`, the groups of
+    that domain's classes only."""
     e = config.eval
-    sampler = group_sampler(config, pool, split)
+    sampler = group_sampler(config, pool, split, domain)
     num_groups = e.groups if split == 'test' else e.get('val_groups', 100)
     top_k = e.get('top_k') or 0
 

@@ -12,7 +12,9 @@ seeded by (domain, character): the same pixels on every run with the same Pillow
 FreeType. Rendering the whole pool takes about half a minute; it is cached like every
 source.
 
-`multidomain` is the union, classes named `<domain>/<class>` in the order of `DOMAINS`;
+`multidomain` is the union, classes named `<domain>/<class>` in the order of `DOMAINS`,
+then the validation-only domain `photos` (28×28 tiles of scikit-image's bundled
+photographs, a class per photograph; `VALIDATION_DOMAINS`);
 `domain_classes(names)` maps each domain to its class indices. Every domain is also a
 source of its own (`md_<domain>`), for the inter-dataset protocol over a whole domain.
 """
@@ -61,7 +63,19 @@ EXTRA_BLOCKS = {
     'pictograms': (0x2600, 0x26FF, 40),    # Miscellaneous Symbols
     'arrows': (0x2190, 0x21FF, 32),        # Arrows
 }
-POOLS = {'multidomain': DOMAINS, 'multidomain_plus': DOMAINS + tuple(EXTRA_BLOCKS)}
+
+# Validation-only domains, last in every pool (so the other domains keep their class
+# indices) and never in training (`configs/multidomain.py`): `photos`, one class per
+# photograph scikit-image bundles that this project uses (`sources.photos.SETS`), its
+# 28×28 grayscale tiles, at most `IMAGES_PER_CLASS` evenly spaced. Natural-image patches
+# are a kind of data that no training domain is: a second validation domain of another
+# kind than the handwriting of MNIST (docs/preregistration.md).
+VALIDATION_DOMAINS = ('photos',)
+POOLS = {'multidomain': DOMAINS + VALIDATION_DOMAINS,
+         'multidomain_plus': DOMAINS + tuple(EXTRA_BLOCKS) + VALIDATION_DOMAINS}
+# Bumped whenever a pool's content changes, so that a cache of the earlier content is
+# never read as the new one (`sources.Source.version`).
+POOL_VERSION = 2
 
 
 def font_dir() -> str:
@@ -96,6 +110,28 @@ def glyph_characters(domain: str) -> list[str]:
         chars = [chr(c) for c in range(first, last + 1) if len(fonts_for(chr(c))) >= MIN_FONTS]
         return chars[:count]
     return [c for c in GLYPH_DOMAINS[domain] if len(fonts_for(c)) >= MIN_FONTS]
+
+
+def photo_names() -> list[str]:
+    """The photographs of the `photos` domain: every one of `sources.photos.SETS`, in
+    the order they first appear there."""
+    from pudnet_jax.sources import photos
+    return list(dict.fromkeys(n for names in photos.SETS.values() for n in names))
+
+
+def photo_domain(per_class: int | None = None):
+    """(class names, (n, 28, 28) uint8 images, labels) of the `photos` domain: each
+    photograph's non-overlapping 28×28 grayscale tiles (row-major), at most `per_class`
+    (default `IMAGES_PER_CLASS`) of them, evenly spaced over the photograph."""
+    from pudnet_jax.sources import photos
+    per_class = per_class or IMAGES_PER_CLASS
+    names, parts = photo_names(), []
+    for name in names:
+        tiles = photos.tiles(photos.photograph(name, 1), 28)[..., 0]
+        keep = np.unique(np.linspace(0, len(tiles) - 1, min(per_class, len(tiles))).round())
+        parts.append(tiles[keep.astype(int)])
+    labels = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+    return names, np.concatenate(parts), labels
 
 
 def class_name(char: str) -> str:
@@ -171,7 +207,11 @@ def domain_classes(class_names) -> dict[str, list[int]]:
 
 def domain_sizes(pool: str = 'multidomain') -> dict[str, int]:
     """Domain → number of classes of `pool` (`POOLS`), without rendering anything."""
-    return {d: 10 if d in PACKAGE_DOMAINS else len(glyph_characters(d)) for d in POOLS[pool]}
+    def size(d):
+        if d in PACKAGE_DOMAINS:
+            return 10
+        return len(photo_names()) if d == 'photos' else len(glyph_characters(d))
+    return {d: size(d) for d in POOLS[pool]}
 
 
 def layout(pool: str = 'multidomain') -> dict[str, tuple[int, ...]]:

@@ -26,7 +26,8 @@ RESUMABLE_CHANGES = ('train.num_train_steps', 'train.log_every', 'train.checkpoi
                      'train.max_checkpoints', 'train.episode_batching', 'train.val_every',
                      'train.data_parallel', 'train.input', 'train.prefetch',
                      'train.val_groups', 'eval', 'predict', 'compare',
-                     'data.data_dir', 'data.cache_dir', 'data.val_classes')
+                     'data.data_dir', 'data.cache_dir', 'data.val_classes',
+                     'data.val_domain', 'data.val_domains')
 # Fields added after workdirs were first saved: a saved config without one of them was
 # trained with this value (the code's behaviour before the field existed).
 ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.set_pooling': 'mean',

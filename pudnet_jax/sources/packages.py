@@ -81,6 +81,9 @@ def _md_domain(domain: str, image_size, channels):
     if multidomain.is_glyph_domain(domain):
         names, x, y = multidomain.render_domain(domain)
         return names, preprocess(x, image_size, channels, f'md_{domain}'), y
+    if domain == 'photos':
+        names, x, y = multidomain.photo_domain()
+        return names, preprocess(x, image_size, channels, 'md_photos'), y
     part = {'mnist': _mnist5k, 'animal': _animal_mnist}[domain]
     names, batches = part(image_size, channels, None, 'all')
     x, y = next(batches)

@@ -101,7 +101,8 @@ def row(root: str, domain: str) -> dict | None:
         r = json.load(f)
     with open(os.path.join(root, domain, 'config.json')) as f:
         cfg = json.load(f)
-    out = {'domain': domain, 'validation_domain': cfg['data'].get('val_domain'),
+    val_domains = cfg['data'].get('val_domains') or [cfg['data'].get('val_domain')]
+    out = {'domain': domain, 'validation_domain': ' + '.join(map(str, val_domains)),
            'train_classes': len(cfg['data']['train_classes']),
            'test_classes': len(cfg['data']['test_classes']), 'groups': r['groups'],
            'pudnet': r['accuracy'], 'pudnet_ci95': r['ci95'],

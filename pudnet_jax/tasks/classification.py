@@ -201,19 +201,35 @@ def evaluate(config, model, spec, hyper_vars, loaded, workdir) -> dict:
     pool = None if loaded is None else loaded.pool
     if inter_dataset.is_inter_dataset(config):
         return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir, pool)
-    validation = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir,
-                                       split='validation', quiet=True)
-    print(f"validation (model selection; {validation['groups']} groups from "
-          f"{validation['roles']}): PudNet {100 * validation['accuracy']:.2f} ± "
-          f"{100 * validation['ci95']:.2f} %, untrained "
-          f"{100 * validation['controls']['untrained']['accuracy']:.2f} %, mean sketch "
-          f"{100 * validation['controls']['mean_sketch']['accuracy']:.2f} %")
-    results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir)
     keep = ('accuracy', 'ci95', 'groups', 'controls', 'conditioning_gain',
             'conditioning_gain_ci95', 'gain_over_untrained', 'gain_over_untrained_ci95',
             'refined')
-    results['validation'] = {k: validation[k] for k in keep if k in validation}
+    val_domains = config.data.get('val_domains') or ()
+    if val_domains:     # each validation domain scored on its own groups, then averaged
+        parts = {}
+        for d in val_domains:
+            v = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir,
+                                      split='validation', quiet=True, domain=d)
+            _print_validation(v, f'domain {d}')
+            parts[d] = {k: v[k] for k in keep if k in v}
+        validation = evaluate_lib.mean_over_domains(parts)
+        _print_validation(validation, f'the mean of {len(parts)} domains')
+    else:
+        validation = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir,
+                                           split='validation', quiet=True)
+        _print_validation(validation, str(validation['roles']))
+    results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir)
+    results['validation'] = {k: validation[k] for k in keep + ('domains',) if k in validation}
     return results
+
+
+def _print_validation(v: dict, what: str) -> None:
+    refined = (f", PudNet + refined sketch {100 * v['refined']['accuracy']:.2f} %"
+               if 'refined' in v else '')
+    print(f"validation (model selection; {v['groups']} groups, {what}): PudNet "
+          f"{100 * v['accuracy']:.2f} ± {100 * v['ci95']:.2f} %, untrained "
+          f"{100 * v['controls']['untrained']['accuracy']:.2f} %, mean sketch "
+          f"{100 * v['controls']['mean_sketch']['accuracy']:.2f} %{refined}")
 
 
 def summary_scalars(results: dict) -> dict:
