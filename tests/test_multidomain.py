@@ -119,6 +119,7 @@ def test_leave_one_domain_out_roles_are_disjoint(held_out):
     assert paper.train.inner_steps == 0 and paper.loss.use_full_head
     assert paper.eval.refine_optimizer == 'adam' and paper.eval.protocol == 'inter'
     assert config.train.inner_steps == 1 and config.eval.refine_optimizer == 'learned'
+    assert config.model.residual and not paper.model.residual   # the paper's model exactly
     # The wider pool: the same held-out and validation classes, the extra domains in training.
     plus = md_config.get_config(held_out + ',plus')
     extra = {c for d in multidomain.EXTRA_BLOCKS

@@ -196,6 +196,15 @@ def test_the_lodo_sweep_keeps_rows_it_did_not_rerun(tmp_path, monkeypatch):
         saved = json.load(f)
     assert [(r['domain'], r['pudnet']) for r in saved['rows']] == [('math', 0.8), ('animal', 0.6)]
     assert saved['missing'] == []
+    assert [r['validation_domain'] for r in saved['rows']] == ['mnist', 'mnist']
+    # A row's validation domains are those its results were measured on.
+    path = os.path.join(tmp_path, 'runs2', 'math', 'results.json')
+    with open(path) as f:
+        results = json.load(f)
+    results['validation']['domains'] = {'mnist': {}, 'photos': {}}
+    with open(path, 'w') as f:
+        json.dump(results, f)
+    assert lodo.row(str(tmp_path / 'runs2'), 'math')['validation_domain'] == 'mnist + photos'
     with open(out + '.md') as f:
         assert len(f.read().strip().splitlines()) == 2 + 2
     # Rows made with other overrides are not mixed in.

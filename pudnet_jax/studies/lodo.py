@@ -101,7 +101,10 @@ def row(root: str, domain: str) -> dict | None:
         r = json.load(f)
     with open(os.path.join(root, domain, 'config.json')) as f:
         cfg = json.load(f)
-    val_domains = cfg['data'].get('val_domains') or [cfg['data'].get('val_domain')]
+    # The validation domains the results were measured on (a workdir evaluated again
+    # under a later protocol), else those of its training config.
+    val_domains = (list((r.get('validation') or {}).get('domains') or ())
+                   or cfg['data'].get('val_domains') or [cfg['data'].get('val_domain')])
     out = {'domain': domain, 'validation_domain': ' + '.join(map(str, val_domains)),
            'train_classes': len(cfg['data']['train_classes']),
            'test_classes': len(cfg['data']['test_classes']), 'groups': r['groups'],
