@@ -341,6 +341,9 @@ class ValidationCurve:
 
     The groups come from the validation role (`group_sampler(..., 'validation')`: the same
     groups as the first ones of `results.json`'s validation), never from the test groups.
+    With several validation domains (`data.val_domains`), the first groups of each domain
+    (`groups` split evenly, rounded up), each domain weighing the same in the accuracy, as
+    in `results.json`.
     A measurement reads the hypernetwork's variables and changes nothing (training is the
     same with or without it); it reuses one compilation (`compiled_predict_and_scores`)
     and holds its groups in memory. The points are kept in `workdir/validation_curve.json`;
@@ -351,11 +354,17 @@ class ValidationCurve:
     def __init__(self, config, model: PudNet, spec: TargetSpec, pool, workdir: str,
                  every: int, groups: int, start_step: int = 0):
         e = config.eval
-        sampler = group_sampler(config, pool, 'validation')
+        domains = list(config.data.get('val_domains') or ()) or [None]
+        per_domain = -(-groups // len(domains))
         self.model, self.spec, self.ways, self.shots = model, spec, e.ways, e.shots
         self.bn_images = e.get('bn_images')
         self.every, self.num_groups = every, groups
-        self.groups = [sampler.sample(g, 1)[0] for g in range(groups)]
+        self.groups, self.domain_of = [], []
+        for i, d in enumerate(domains):
+            sampler = group_sampler(config, pool, 'validation', d)
+            self.groups += [sampler.sample(g, 1)[0] for g in range(per_domain)]
+            self.domain_of += [i] * per_domain
+        self.domain_of = np.asarray(self.domain_of)
         self.roles = roles(config, pool).how
         self.path = os.path.join(workdir, VALIDATION_CURVE_FILE)
         self.points = [p for p in self._saved().get('points', []) if p['step'] <= start_step]
@@ -377,10 +386,15 @@ class ValidationCurve:
         predict_c, scores_c, _ = compiled_predict_and_scores(
             self.model, self.spec, hyper_vars, self.groups[0], self.ways, self.shots,
             self.bn_images)
-        accuracies = [group_accuracy(scores, g.query_labels)[0] for g, _, scores, _ in
-                      predict_groups(predict_c, scores_c, hyper_vars, self.groups, self.ways,
-                                     self.shots)]
-        acc, ci = mean_ci95(accuracies)
+        accuracies = np.asarray([
+            group_accuracy(scores, g.query_labels)[0] for g, _, scores, _ in
+            predict_groups(predict_c, scores_c, hyper_vars, self.groups, self.ways,
+                           self.shots)])
+        parts = [mean_ci95(accuracies[self.domain_of == i])
+                 for i in range(int(self.domain_of.max()) + 1)]
+        acc, ci = parts[0] if len(parts) == 1 else (
+            float(np.mean([a for a, _ in parts])),
+            float(np.sqrt(np.sum(np.square([c for _, c in parts])))) / len(parts))
         point = {'step': int(step), 'accuracy': acc, 'ci95': ci,
                  'seconds': time.perf_counter() - t0}
         self.points = [p for p in self.points if p['step'] < step] + [point]

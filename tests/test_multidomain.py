@@ -137,7 +137,7 @@ def test_a_validation_only_domain_cannot_be_held_out():
         md_config.get_config('photos')
 
 
-def test_validation_is_scored_per_domain_and_averaged(trained_workdir):
+def test_validation_is_scored_per_domain_and_averaged(trained_workdir, tmp_path):
     config, model, spec, hyper = workdir_lib.restore_hypernet(trained_workdir)
     config.eval.ways = 2
     config.data.train_classes, config.data.test_classes = (0, 1), (8, 9)
@@ -162,6 +162,10 @@ def test_validation_is_scored_per_domain_and_averaged(trained_workdir):
     alone = evaluate_lib.evaluate(config, model, spec, hyper, pool, None, split='validation',
                                   quiet=True, domain='v2')
     assert parts['v2']['accuracy'] == pytest.approx(alone['accuracy'])
+    # The curve measured during training: the same groups, the same per-domain mean.
+    curve = evaluate_lib.ValidationCurve(config, model, spec, pool, str(tmp_path), every=1,
+                                         groups=2 * config.eval.val_groups)
+    assert curve.measure(1, hyper)['accuracy'] == pytest.approx(v['accuracy'])
 
 
 def test_mean_over_domains_weighs_each_domain_the_same():
