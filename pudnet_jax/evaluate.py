@@ -107,7 +107,7 @@ def mean_over_domains(parts: dict[str, dict]) -> dict:
     of that mean of independent estimates, sqrt(sum of CI^2) / n), a value equal in every
     domain is kept, `groups` is the total; the domains' own results under 'domains'."""
     def merge(values: list):
-        first, n = values[0], len(values)
+        first = values[0]
         if isinstance(first, dict):
             keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
             return {k: merge_key(k, [v[k] for v in values]) for k in keys}
