@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import numbers
 import os
 import time
 
@@ -106,25 +107,20 @@ def mean_over_domains(parts: dict[str, dict]) -> dict:
     weighing the same: a number is the unweighted mean of the domains' (a 95 % CI the CI
     of that mean of independent estimates, sqrt(sum of CI^2) / n), a value equal in every
     domain is kept, `groups` is the total; the domains' own results under 'domains'."""
-    def merge(values: list):
+    def merge(key: str, values: list):
         first = values[0]
         if isinstance(first, dict):
             keys = [k for k in first if all(isinstance(v, dict) and k in v for v in values)]
-            return {k: merge_key(k, [v[k] for v in values]) for k in keys}
-        return first
-
-    def merge_key(key: str, values: list):
-        first = values[0]
-        if isinstance(first, dict):
-            return merge(values)
-        if all(v == first for v in values) or isinstance(first, bool) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            return first if all(v == first for v in values) else list(values)
+            return {k: merge(k, [v[k] for v in values]) for k in keys}
+        if all(v == first for v in values):
+            return first
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+            return list(values)
         if key.endswith('ci95'):
             return float(np.sqrt(np.sum(np.square(values)))) / len(values)
         return float(np.mean(values))
 
-    out = merge(list(parts.values()))
+    out = merge('', list(parts.values()))
     out['groups'] = int(sum(int(p['groups']) for p in parts.values()))
     out['domains'] = dict(parts)
     return out
@@ -390,11 +386,13 @@ class ValidationCurve:
             group_accuracy(scores, g.query_labels)[0] for g, _, scores, _ in
             predict_groups(predict_c, scores_c, hyper_vars, self.groups, self.ways,
                            self.shots)])
-        parts = [mean_ci95(accuracies[self.domain_of == i])
-                 for i in range(int(self.domain_of.max()) + 1)]
-        acc, ci = parts[0] if len(parts) == 1 else (
-            float(np.mean([a for a, _ in parts])),
-            float(np.sqrt(np.sum(np.square([c for _, c in parts])))) / len(parts))
+        parts = {}
+        for i in range(int(self.domain_of.max()) + 1):
+            mine = accuracies[self.domain_of == i]
+            a, c = mean_ci95(mine)
+            parts[i] = {'accuracy': a, 'ci95': c, 'groups': len(mine)}
+        merged = mean_over_domains(parts)
+        acc, ci = merged['accuracy'], merged['ci95']
         point = {'step': int(step), 'accuracy': acc, 'ci95': ci,
                  'seconds': time.perf_counter() - t0}
         self.points = [p for p in self.points if p['step'] < step] + [point]
