@@ -76,6 +76,15 @@ def _config_load_error(e: BaseException) -> str:
     return f'--config: {type(e).__name__}: {text}'
 
 
+def _flag_error(text: str) -> str:
+    """absl's message for a bad flag; for a config file that raised while it was read
+    (`configs/x.py:<arg>` refused by its get_config), the exception's own last line
+    instead of the whole traceback that config_flags puts in the message."""
+    head, sep, trace = text.partition('Traceback (most recent call last):')
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
+    return f'{head.strip()} {lines[-1]}' if sep and lines else text
+
+
 def parse_flags(argv):
     """absl's parsing, with help exiting 0 and every flag or config mistake one line."""
     debug = any(a == '--debug' or a.lower() in ('--debug=true', '--debug=1') for a in argv[1:])
@@ -99,7 +108,7 @@ def parse_flags(argv):
         if debug:
             raise
         if isinstance(e, flags.Error):
-            _fail(str(e))
+            _fail(_flag_error(str(e)))
         if isinstance(e, (AttributeError, KeyError)):    # --config.<typo>=...
             detail = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
             _fail(f'unknown config field in the command line: {detail}')

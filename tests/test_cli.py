@@ -53,6 +53,9 @@ def _images(root, classes, per_class):
      ['config.model.eta=1.5: must be a number in [0, 1]',
       'config.eval.groups=0: must be an integer >= 1']),
     (['--config', 'configs/test.py'], ['--workdir must have a value']),
+    (['--config', 'configs/multidomain.py:photos', '--workdir=W'],     # get_config raises
+     ['--config=configs/multidomain.py:photos', "ValueError: configs/multidomain.py:<domain>",
+      "got 'photos'"]),
     (['--config', 'configs/test.py', '--workdir=W', '--config.train.ways=abc'],
      ['--config.train.ways=abc']),
     (['--workdir=W', '--mode=predict'], ["--workdir='W' does not exist: train there first"]),
