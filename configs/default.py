@@ -47,6 +47,11 @@ def get_config():
     config.model.set_pooling = 'mean'     # 'mean' | 'mean_sq': sketch = mean (and 2nd moment)
     config.model.residual = False         # kernels = learned base + generated delta
     config.model.film = False             # BatchNorm scale/bias also generated (FiLM)
+    # 'pretrained': before step 1, residual generation's base kernels and the target's
+    # shared leaves are set to the Pretrained baseline's network (`--mode=compare`'s,
+    # config.compare.pretrain_*): whole-classification features, then episodes on the
+    # deltas (Meta-Baseline's recipe). '': a random base.
+    config.model.base_init = ''
 
     config.loss = ml_collections.ConfigDict()
     config.loss.temperature = 10.0
@@ -118,6 +123,9 @@ def get_config():
     # with this decay (e.g. 0.99), evaluated and restored for prediction instead of the
     # last step's parameters (train.AveragedTrainState). 0: off (the paper's training).
     config.train.ema_decay = 0.0
+    # Residual generation's base kernels and the target's shared leaves kept at their
+    # initial values (with model.base_init='pretrained': the pretrained network's).
+    config.train.freeze_base = False
 
     config.eval = ml_collections.ConfigDict()
     config.eval.ways = 4

@@ -108,6 +108,26 @@ def check_methods(methods) -> tuple[str, ...]:
     return tuple(methods)
 
 
+def selection_groups(config, pool) -> list:
+    """The `compare.val_groups` validation groups that select the Pretrained baseline's
+    epoch and ProtoNet's step."""
+    validation = evaluate_lib.group_sampler(config, pool, 'validation')
+    return [validation.sample(VAL_OFFSET + g, 1)[0] for g in range(config.compare.val_groups)]
+
+
+def train_pretrained(config, spec, pool, val=None):
+    """The Pretrained baseline's network (`baselines.train_pretrained` with the
+    `config.compare` settings, the epoch selected on `selection_groups`): what the
+    comparison reports, and what `model.base_init='pretrained'` starts residual
+    generation from. Returns (target variables, seconds, best epoch, validation accuracy)."""
+    c = config.compare
+    if val is None:
+        val = selection_groups(config, pool)
+    return baselines.train_pretrained(
+        spec, pool, config.data.train_classes, val, c.pretrain_epochs, c.pretrain_batch_size,
+        c.pretrain_learning_rate, config.seed, config.eval.ways, config.eval.shots)
+
+
 def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=None,
                      pudnet_train_seconds=None) -> dict:
     """The comparison for a loaded hypernetwork, its outputs written to `output_dir`
@@ -124,7 +144,7 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
     validation = evaluate_lib.group_sampler(config, pool, 'validation')
     test = [sampler.sample(g, 1)[0] for g in range(c.groups)]
     tune = [validation.sample(TUNE_OFFSET + g, 1)[0] for g in range(c.tune_groups)]
-    val = [validation.sample(VAL_OFFSET + g, 1)[0] for g in range(c.val_groups)]
+    val = selection_groups(config, pool)
     chance = 1.0 / ways
     t_start = time.time()
     rows = []
@@ -183,9 +203,7 @@ def compare_hypernet(config, model, spec, hyper_vars, output_dir: str, workdir=N
     t = config.train
     pretrained = None
     if 'pretrained' in methods or 'finetune_pretrained' in methods:
-        pretrained, pre_s, pre_epoch, _ = baselines.train_pretrained(
-            spec, pool, config.data.train_classes, val, c.pretrain_epochs,
-            c.pretrain_batch_size, c.pretrain_learning_rate, config.seed, ways, shots)
+        pretrained, pre_s, pre_epoch, _ = train_pretrained(config, spec, pool, val)
     if 'pretrained' in methods:
         pre_note = f'{len(config.data.train_classes)}-way head, best epoch {pre_epoch}'
         with_own_stats = baselines.fixed_stats_accuracy_fn(spec, ways, shots)

@@ -142,10 +142,21 @@ def _check_model_and_loss(p: _Problems) -> None:
     from pudnet_jax.hypernet import ENCODER_NORMS, SET_POOLINGS
     for field, allowed in (('model.encoder_norm', ENCODER_NORMS),
                            ('model.set_pooling', SET_POOLINGS),
-                           ('model.residual', (True, False)), ('model.film', (True, False))):
+                           ('model.residual', (True, False)), ('model.film', (True, False)),
+                           ('model.base_init', ('', 'pretrained')),
+                           ('train.freeze_base', (False, True))):
         v = p.get(field, allowed[0])
         if not any(v is a or (isinstance(a, str) and v == a) for a in allowed):
             p.add(field, v, f'must be one of {allowed}')
+    from pudnet_jax import tasks
+    for field, on in (('model.base_init', 'pretrained'), ('train.freeze_base', True)):
+        if p.get(field) == on and p.get('model.residual') is not True:
+            p.add(field, on, 'needs residual generation (--config.model.residual=True): '
+                             'the base it sets is the residual base kernels')
+    task = p.get('task', tasks.DEFAULT)
+    if (p.get('model.base_init') == 'pretrained' and task in tasks.TASKS
+            and not hasattr(tasks.get(task), 'pretrained_target')):
+        p.add('model.base_init', 'pretrained', f'the {task} task has no pretrained network')
     p.positive('loss.temperature')
     from pudnet_jax.tasks import classification
     try:

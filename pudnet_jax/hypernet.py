@@ -16,6 +16,7 @@ import math
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 
@@ -151,6 +152,45 @@ def _shape_key(shape: Sequence[int]) -> str:
     return 'x'.join(str(d) for d in shape)
 
 
+def layer_groups(spec: TargetSpec) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """((kernel shape, forward indices of the layers with that shape), ...): each group
+    is one vmapped `WeightGenerator`, its weights stacked in this order."""
+    groups = collections.OrderedDict()
+    for t, (_, shape) in enumerate(spec.generated):
+        groups.setdefault(shape, []).append(t)
+    return tuple((shape, tuple(ts)) for shape, ts in groups.items())
+
+
+def with_base(spec: TargetSpec, params: dict, target_params: dict) -> dict:
+    """The hypernetwork's `params` with residual generation's base kernels and the
+    target's shared leaves (BatchNorm scale and bias) set to those of a target network
+    (`target_params`, the target's own `params` tree): the network the hypernetwork then
+    generates is that network plus the generated deltas (`model.base_init`)."""
+    flat = flax.traverse_util.flatten_dict(dict(target_params))
+    out = dict(params)
+    for shape, layer_ids in layer_groups(spec):
+        key = 'generators_' + _shape_key(shape)
+        if 'base_kernel' not in out.get(key, {}):
+            raise ValueError('with_base needs residual generation (model.residual=True): '
+                             f'{key} has no base_kernel.')
+        base = jnp.stack([jnp.asarray(flat[spec.generated[t][0]], jnp.float32)
+                          for t in layer_ids])
+        if base.shape != out[key]['base_kernel'].shape:
+            raise ValueError(f'with_base: target kernels of {key} have shape {base.shape}, '
+                             f'the base {out[key]["base_kernel"].shape}.')
+        out[key] = {**out[key], 'base_kernel': base}
+    out['target_shared'] = {'/'.join(p): jnp.asarray(flat[p], jnp.float32)
+                            for p, _ in spec.shared}
+    return out
+
+
+def is_base_leaf(path: Sequence[str]) -> bool:
+    """A leaf that `with_base` sets and `train.freeze_base` keeps fixed: a generator's
+    base kernel or a shared target leaf."""
+    return path[0] == 'target_shared' or (path[0].startswith('generators_')
+                                          and path[-1] == 'base_kernel')
+
+
 class PudNet(nn.Module):
     """H_θ: `encode` (the sketch encoder T_φ) and `generate` (sketch → target params)."""
     spec: TargetSpec
@@ -173,10 +213,7 @@ class PudNet(nn.Module):
         self.ahru = AHRU(len(self.spec.generated))
         # Layers of identical kernel shape run as one vmapped computation; each layer
         # still has its own generator weights (stacked along the leading axis).
-        groups = collections.OrderedDict()
-        for t, (_, shape) in enumerate(self.spec.generated):
-            groups.setdefault(shape, []).append(t)
-        self._groups = tuple((shape, tuple(ts)) for shape, ts in groups.items())
+        self._groups = layer_groups(self.spec)
         self.generators = {
             _shape_key(shape): nn.vmap(WeightGenerator, variable_axes={'params': 0},
                                        split_rngs={'params': True})(

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import flax.traverse_util
 import ml_collections
 import numpy as np
 import optax
@@ -31,7 +32,7 @@ from pudnet_jax.files import workdir_lock
 from pudnet_jax import input_pipeline, tasks
 from pudnet_jax import mesh as mesh_lib
 from pudnet_jax import workdir as workdir_lib
-from pudnet_jax.hypernet import PudNet, build_model
+from pudnet_jax.hypernet import PudNet, build_model, is_base_leaf, with_base
 from pudnet_jax.targets import TargetSpec
 
 
@@ -68,7 +69,12 @@ def make_optimizer(config) -> optax.GradientTransformation:
             init_value=0.0 if t.warmup_steps else t.learning_rate, peak_value=t.learning_rate,
             warmup_steps=t.warmup_steps, decay_steps=t.num_train_steps,
             end_value=t.learning_rate * (0.0 if t.cosine_decay else 1.0))
-    return optax.adam(lr, b1=t.b1, b2=t.b2)
+    tx = optax.adam(lr, b1=t.b1, b2=t.b2)
+    if t.get('freeze_base'):
+        base = lambda params: flax.traverse_util.path_aware_map(
+            lambda path, _: is_base_leaf(path), params)
+        tx = optax.chain(tx, optax.masked(optax.set_to_zero(), base))
+    return tx
 
 
 def create_train_state(config, model: PudNet, spec: TargetSpec) -> TrainState:
@@ -82,6 +88,22 @@ def create_train_state(config, model: PudNet, spec: TargetSpec) -> TrainState:
         return AveragedTrainState.create(
             ema_params=jax.tree.map(jnp.copy, variables['params']), **common)
     return TrainState.create(**common)
+
+
+def initial_base(config, task, spec: TargetSpec, loaded, state: TrainState, mesh=None):
+    """The state with residual generation's base set to the network of
+    `config.model.base_init` ('pretrained': the task's `pretrained_target`), before step
+    1 (a resumed run reads it from its checkpoint). With weight averaging, the average
+    starts there too."""
+    target, seconds = task.pretrained_target(config, spec, loaded)
+    params = with_base(spec, state.params, target['params'])
+    logging.info('Base of residual generation: the %s network (%.1f s).',
+                 config.model.base_init, seconds)
+    if mesh is not None:
+        params = mesh_lib.replicate(params, mesh)
+    if isinstance(state, AveragedTrainState):
+        state = state.replace(ema_params=jax.tree.map(jnp.copy, params))
+    return state.replace(params=params)
 
 
 def resolve_batching(mode: str) -> str:
@@ -252,6 +274,8 @@ def _train_and_evaluate(config, workdir: str, stop_after_step: int | None) -> di
     if latest is not None:
         state = restored
         logging.info('Resumed from checkpoint at step %d in %s.', latest, ckpt_dir)
+    elif config.model.get('base_init'):
+        state = initial_base(config, task, spec, loaded, state, mesh)
     start = int(state.step)
 
     curve = task.validation_curve(config, model, spec, loaded, workdir, start)

@@ -35,7 +35,7 @@ ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.
                 'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
                 'train.prefetch': 0, 'train.inner_steps': 0, 'train.inner_lr': 1.0,
                 'train.inner_first_order': True, 'train.episode_augment': (),
-                'train.ema_decay': 0.0}
+                'train.ema_decay': 0.0, 'model.base_init': '', 'train.freeze_base': False}
 CLASSES_FILE = 'classes.json'
 RESULTS_FILE = 'results.json'     # the evaluation's numbers, every one
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes

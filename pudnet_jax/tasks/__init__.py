@@ -7,6 +7,9 @@ trainers pick their task module). `train.py` knows no task; a task module suppli
     check(config, data, spec)            fail on bad evaluation settings before training
     sketch_images(batch)                 (E, n, H, W, C): the images each episode's sketch
                                          is the mean feature of
+    pretrained_target(config, spec, data)   optional: (target variables, seconds), the
+                                         network `model.base_init='pretrained'` starts
+                                         residual generation's base from
     init_params(config, spec, seed)      the task's own trainable parameters (e.g. the
                                          classification head), a dict kept beside the
                                          hypernetwork's in the train state's `params`

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from clu import metrics
 
 from pudnet_jax import data as data_lib
@@ -169,6 +170,16 @@ def sketch_images(batch: data_lib.Episodes):
 def load(config) -> sources.Loaded:
     return sources.load(config.data.name, config.data.image_size, config.data.channels,
                         config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+
+
+def pretrained_target(config, spec: TargetSpec, loaded):
+    """(target variables, seconds): the Pretrained baseline's network
+    (`compare.train_pretrained`), the base of `model.base_init='pretrained'`."""
+    from pudnet_jax import compare
+    target, seconds, epoch, val = compare.train_pretrained(config, spec, loaded.pool)
+    logging.info('Pretrained target: epoch %d selected (validation prototype accuracy %.4f).',
+                 epoch, val)
+    return target, seconds
 
 
 def make_sampler(config, loaded) -> data_lib.EpisodeSampler:
