@@ -52,6 +52,9 @@ def get_config():
     # config.compare.pretrain_*): whole-classification features, then episodes on the
     # deltas (Meta-Baseline's recipe). '': a random base.
     config.model.base_init = ''
+    # residual: kernel = base + delta_scale · generated delta. Changes no parameter, so a
+    # trained workdir is evaluated with any value (--mode=evaluate/predict/compare).
+    config.model.delta_scale = 1.0
 
     config.loss = ml_collections.ConfigDict()
     config.loss.temperature = 10.0

@@ -128,6 +128,7 @@ class WeightGenerator(nn.Module):
     p: int = 8
     hidden: int = 16
     residual: bool = False
+    delta_scale: float = 1.0   # residual: kernel = base + delta_scale · generated delta
     dtype: str = 'float32'     # the matmuls' compute dtype; weights and kernels float32
 
     @nn.compact
@@ -144,7 +145,8 @@ class WeightGenerator(nn.Module):
         w = nn.Dense(c_in * c_out, kernel_init=he, dtype=self.dtype, name='conv1x1_b')(w)
         w = w.astype(jnp.float32).reshape(self.kernel_shape)
         if self.residual:
-            w = w + self.param('base_kernel', nn.initializers.lecun_normal(), self.kernel_shape)
+            base = self.param('base_kernel', nn.initializers.lecun_normal(), self.kernel_shape)
+            w = base + self.delta_scale * w if self.delta_scale != 1.0 else w + base
         return w
 
 
@@ -204,6 +206,10 @@ class PudNet(nn.Module):
     set_pooling: str = 'mean'
     residual: bool = False
     film: bool = False
+    # residual: each kernel = base + delta_scale · the generated delta (1: as trained;
+    # 0: the base network alone). Changes no parameter: a trained hypernetwork can be
+    # evaluated with any value (weight-space interpolation, as WiSE-FT).
+    delta_scale: float = 1.0
 
     def setup(self):
         self.encoder = SketchEncoder(self.sketch_dim, self.sketch_features,
@@ -218,7 +224,7 @@ class PudNet(nn.Module):
             _shape_key(shape): nn.vmap(WeightGenerator, variable_axes={'params': 0},
                                        split_rngs={'params': True})(
                 shape, self.generator_p, self.generator_hidden, self.residual,
-                self.spec.dtype)
+                self.delta_scale, self.spec.dtype)
             for shape, _ in self._groups}
         self.shared = self.param('target_shared', lambda _: {
             '/'.join(p): init_shared_leaf(p, s) for p, s in self.spec.shared})
@@ -277,7 +283,7 @@ def make_pudnet(config, spec: TargetSpec) -> PudNet:
                   generator_p=m.generator_p, generator_hidden=m.generator_hidden,
                   eta=m.eta, use_ahru=m.use_ahru, encoder_norm=m.get('encoder_norm', 'batch'),
                   set_pooling=m.get('set_pooling', 'mean'), residual=m.get('residual', False),
-                  film=m.get('film', False))
+                  film=m.get('film', False), delta_scale=float(m.get('delta_scale', 1.0)))
 
 
 def streaming_sketch(encode: Callable[[jax.Array], jax.Array], images, chunk_size: int):

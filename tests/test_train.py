@@ -235,3 +235,71 @@ def test_weight_average_decay_out_of_range_is_one_line():
     with pytest.raises(UserError, match=r'config.train.ema_decay=1.0: must be a number in '
                                         r'\[0, 1\)'):
         config_check.validate(config)
+
+
+def test_pretrained_base_starts_generation_at_the_pretrained_network_and_can_stay_frozen():
+    """model.base_init='pretrained': the base kernels and shared leaves become the
+    Pretrained baseline's network (the one --mode=compare trains), the generated deltas
+    are untouched, so the generated network is that network plus the same deltas;
+    train.freeze_base keeps exactly those leaves through a training step, and only them."""
+    import flax.traverse_util
+    from pudnet_jax import compare, tasks
+    from pudnet_jax.hypernet import PudNet, is_base_leaf, layer_groups
+    config = test_config.get_config()
+    config.model.residual = True
+    config.model.base_init = 'pretrained'
+    model, spec = build_model(config)
+    task = tasks.of(config)
+    loaded = task.load(config)
+    fresh = train_lib.create_train_state(config, model, spec)
+    fresh_params = jax.device_get(fresh.params)
+    state = train_lib.initial_base(config, task, spec, loaded, fresh)
+    target = flax.traverse_util.flatten_dict(
+        jax.device_get(compare.train_pretrained(config, spec, loaded.pool)[0]['params']))
+
+    sketch = np.random.default_rng(0).normal(size=config.model.sketch_dim).astype(np.float32)
+    generate = lambda params: flax.traverse_util.flatten_dict(jax.device_get(model.apply(
+        {'params': params, 'batch_stats': fresh.batch_stats}, sketch, method=PudNet.generate)))
+    before, after = generate(fresh_params), generate(state.params)
+    bases = {('generators_' + 'x'.join(map(str, shape)),): ids
+             for shape, ids in layer_groups(spec)}
+    for (key,), ids in bases.items():
+        for i, t in enumerate(ids):
+            path = spec.generated[t][0]
+            delta = before[path] - fresh_params[key]['base_kernel'][i]
+            assert np.abs(delta).max() > 0
+            np.testing.assert_allclose(after[path], target[path] + delta, rtol=1e-5, atol=1e-6)
+    for path, _ in spec.shared:
+        np.testing.assert_array_equal(after[path], target[path])
+        assert not np.array_equal(before[path], target[path])
+
+    sampler = task.make_sampler(config, loaded)
+    batch = sampler.episodes(sampler.sample_indices(1, config.train.episodes_per_step))
+    start = jax.device_get(state.params)
+    for freeze in (False, True):
+        config.train.freeze_base = freeze
+        s = train_lib.create_train_state(config, model, spec).replace(
+            params=jax.tree.map(np.copy, start))
+        s, _ = train_lib.make_train_step(config, model, spec)(s, batch)
+        moved = flax.traverse_util.path_aware_map(
+            lambda path, v: (is_base_leaf(path), not np.array_equal(v, flax.traverse_util
+                             .flatten_dict(start)[path])), jax.device_get(s.params))
+        flags = list(flax.traverse_util.flatten_dict(moved).values())
+        assert any(m for base, m in flags if not base)          # the rest trains
+        assert all(not m for base, m in flags if base) == freeze, freeze
+
+
+def test_base_switches_need_residual_generation_and_a_task_that_has_a_pretrained_network():
+    from pudnet_jax import config_check
+    from pudnet_jax.errors import UserError
+    config = test_config.get_config()
+    config.model.base_init = 'pretrained'
+    config.train.freeze_base = True
+    with pytest.raises(UserError, match=r"config.model.base_init='pretrained': needs residual "
+                                        r"generation .*config.train.freeze_base=True: needs"):
+        config_check.validate(config)
+    config.model.residual = True
+    config_check.validate(config)
+    config.model.base_init = 'imagenet'
+    with pytest.raises(UserError, match=r"config.model.base_init='imagenet': must be one of"):
+        config_check.validate(config)
