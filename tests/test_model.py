@@ -201,3 +201,34 @@ def test_random_init_is_flax_default_init_bitwise():
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert any(not np.array_equal(a, b) for a, b in                 # the seed counts
                    zip(jax.tree.leaves(random_init_params(spec, 4)), jax.tree.leaves(eager)))
+
+
+def test_delta_scale_interpolates_between_the_base_network_and_the_generated_one(tmp_path):
+    """model.delta_scale = λ: each generated kernel is base + λ · delta, the same
+    parameters (λ 0: the base network, whatever the sketch); a trained workdir is read
+    with any λ, and still refused for a change that alters the parameters."""
+    from configs import test as test_config
+    from pudnet_jax import workdir as workdir_lib
+    from pudnet_jax.errors import UserError
+    spec = target_spec('convnet3', (28, 28, 1), width=4)
+    models = {lam: PudNet(spec, sketch_dim=6, sketch_features=(2, 2, 2), residual=True,
+                          delta_scale=lam) for lam in (1.0, 0.5, 0.0)}
+    variables = models[1.0].init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)))
+    sketches = jax.random.normal(jax.random.PRNGKey(2), (2, 6))
+    gen = {lam: [m.apply(variables, s, method=PudNet.generate) for s in sketches]
+           for lam, m in models.items()}
+    assert not np.allclose(gen[1.0][0]['conv1']['kernel'], gen[1.0][1]['conv1']['kernel'])
+    for i in range(2):
+        for name in ('conv0', 'conv1', 'conv2'):
+            full, half, base = (gen[lam][i][name]['kernel'] for lam in (1.0, 0.5, 0.0))
+            np.testing.assert_allclose(half, base + 0.5 * (full - base), rtol=1e-5, atol=1e-7)
+            np.testing.assert_array_equal(base, gen[0.0][0][name]['kernel'])
+
+    config = test_config.get_config()
+    config.model.residual = True
+    workdir_lib.save_config(config, str(tmp_path))
+    config.model.delta_scale = 0.5
+    workdir_lib.check_architecture(config, str(tmp_path))
+    config.model.film = True
+    with pytest.raises(UserError, match='model.film: trained with False'):
+        workdir_lib.check_architecture(config, str(tmp_path))
