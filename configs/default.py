@@ -52,9 +52,6 @@ def get_config():
     # config.compare.pretrain_*): whole-classification features, then episodes on the
     # deltas (Meta-Baseline's recipe). '': a random base.
     config.model.base_init = ''
-    # residual: kernel = base + delta_scale · generated delta. Changes no parameter, so a
-    # trained workdir is evaluated with any value (--mode=evaluate/predict/compare).
-    config.model.delta_scale = 1.0
 
     config.loss = ml_collections.ConfigDict()
     config.loss.temperature = 10.0
@@ -142,6 +139,11 @@ def get_config():
     # imagenet1k's 2,000). 1,000 keeps ResNet-18's statistics within 1 % of all 2,000
     # (`python -m benchmarks.bn_subsample`); None: always all.
     config.eval.bn_images = 1000
+    # Residual generation at prediction: each kernel = base + delta_scale · the generated
+    # delta (weight-space interpolation between the base network and the generated one,
+    # as WiSE-FT; 0: the base network alone). Training always generates the full delta,
+    # so a trained workdir is evaluated with any value. 1: as trained.
+    config.eval.delta_scale = 1.0
     config.eval.groups = 200           # test groups
     config.eval.val_groups = 100       # validation groups (model selection), in results.json
     config.eval.val_fraction = 0.3     # with no data.val_classes: test images kept for validation

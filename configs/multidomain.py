@@ -126,6 +126,12 @@ def get_config(arg: str = 'animal'):
     # validation over MNIST and photograph tiles of seeds 1 and 2, 75.93 % against the
     # learned step alone's 74.63 (seed-0 screen of 17 variants: 76.41, first).
     config.model.residual = True
+    # At prediction, half the generated delta (kernel = base + 0.5 · delta; training
+    # unchanged), adopted by the rule of docs/preregistration.md ("a scale on the
+    # generated delta"): mean validation over MNIST and photos of seeds 1 and 2, 76.84 %
+    # against 75.93 at 1 (seed-0 screen, λ 0.25 / 0.5 / 0.75 / 1 -> 77.63 / 77.97 / 77.27 /
+    # 76.41; λ 0, the base network alone, 74.96).
+    config.eval.delta_scale = 0.5
     config.compare.groups = 20
     config.compare.refine_milestones = ()
     config.compare.pretrain_epochs = 3      # 145 training classes: ~40,000 images an epoch
@@ -135,6 +141,7 @@ def get_config(arg: str = 'animal'):
         # 87.57, mean sketch 88.19, untrained 87.24).
         config.loss.use_full_head = True
         config.model.residual = False
+        config.eval.delta_scale = 1.0
         config.train.inner_steps = 0
         config.train.inner_lr = 1.0
         config.eval.refine_steps = 10

@@ -153,9 +153,9 @@ def _check_model_and_loss(p: _Problems) -> None:
         if p.get(field) == on and p.get('model.residual') is not True:
             p.add(field, on, 'needs residual generation (--config.model.residual=True): '
                              'the base it sets is the residual base kernels')
-    p.number_in('model.delta_scale', 0.0, 10.0, optional=True)
-    if p.get('model.delta_scale', 1.0) != 1.0 and p.get('model.residual') is not True:
-        p.add('model.delta_scale', p.get('model.delta_scale'),
+    p.number_in('eval.delta_scale', 0.0, 10.0, optional=True)
+    if p.get('eval.delta_scale', 1.0) != 1.0 and p.get('model.residual') is not True:
+        p.add('eval.delta_scale', p.get('eval.delta_scale'),
               'scales the residual delta: needs --config.model.residual=True')
     task = p.get('task', tasks.DEFAULT)
     if (p.get('model.base_init') == 'pretrained' and task in tasks.TASKS

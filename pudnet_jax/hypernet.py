@@ -207,8 +207,8 @@ class PudNet(nn.Module):
     residual: bool = False
     film: bool = False
     # residual: each kernel = base + delta_scale · the generated delta (1: as trained;
-    # 0: the base network alone). Changes no parameter: a trained hypernetwork can be
-    # evaluated with any value (weight-space interpolation, as WiSE-FT).
+    # 0: the base network alone). Changes no parameter. `make_pudnet` sets it from
+    # `config.eval.delta_scale`, a prediction setting: training uses 1 (`train`).
     delta_scale: float = 1.0
 
     def setup(self):
@@ -283,7 +283,7 @@ def make_pudnet(config, spec: TargetSpec) -> PudNet:
                   generator_p=m.generator_p, generator_hidden=m.generator_hidden,
                   eta=m.eta, use_ahru=m.use_ahru, encoder_norm=m.get('encoder_norm', 'batch'),
                   set_pooling=m.get('set_pooling', 'mean'), residual=m.get('residual', False),
-                  film=m.get('film', False), delta_scale=float(m.get('delta_scale', 1.0)))
+                  film=m.get('film', False), delta_scale=float(config.eval.get('delta_scale', 1.0)))
 
 
 def streaming_sketch(encode: Callable[[jax.Array], jax.Array], images, chunk_size: int):

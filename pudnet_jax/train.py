@@ -156,6 +156,8 @@ def make_train_step(config, model: PudNet, spec: TargetSpec, mesh=None, on_devic
     the episodes gathered inside the step from the uint8 pool `images` on the device
     (`input_pipeline.device_feed`; replicated on a mesh, the indices split)."""
     task = tasks.of(config)
+    # Training generates the full delta; eval.delta_scale is a prediction setting.
+    model = model.clone(delta_scale=1.0)
     episode_loss = task.make_episode_loss(config, spec)
     # Optional: a task's inner loop on each episode's sketch before generation
     # (config.train.inner_steps > 0; `inner_loop`).

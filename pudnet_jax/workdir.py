@@ -35,8 +35,7 @@ ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.
                 'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
                 'train.prefetch': 0, 'train.inner_steps': 0, 'train.inner_lr': 1.0,
                 'train.inner_first_order': True, 'train.episode_augment': (),
-                'train.ema_decay': 0.0, 'model.base_init': '', 'train.freeze_base': False,
-                'model.delta_scale': 1.0}
+                'train.ema_decay': 0.0, 'model.base_init': '', 'train.freeze_base': False}
 CLASSES_FILE = 'classes.json'
 RESULTS_FILE = 'results.json'     # the evaluation's numbers, every one
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
@@ -96,8 +95,6 @@ def check_config(config, workdir: str, has_checkpoint: bool) -> None:
 # only read with the ones it was trained with (a partial restore would otherwise leave a
 # parameter unread, or read one the model no longer has, without a word).
 ARCHITECTURE = ('task', 'model', 'target')
-# Model settings that change no parameter: a trained workdir is evaluated with any value.
-PREDICTION_SETTINGS = ('model.delta_scale',)
 
 
 def check_architecture(config, workdir: str) -> None:
@@ -105,8 +102,7 @@ def check_architecture(config, workdir: str) -> None:
     a config whose model, target or task differ from the ones it was trained with."""
     differ = config_differences(config, workdir) or {}
     differ = {k: v for k, v in differ.items()
-              if any(k == a or k.startswith(a + '.') for a in ARCHITECTURE)
-              and k not in PREDICTION_SETTINGS}
+              if any(k == a or k.startswith(a + '.') for a in ARCHITECTURE)}
     if differ:
         detail = '; '.join(f'{k}: trained with {a!r}, --config gives {b!r}'
                            for k, (a, b) in list(differ.items())[:8])

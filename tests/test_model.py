@@ -203,13 +203,15 @@ def test_random_init_is_flax_default_init_bitwise():
                    zip(jax.tree.leaves(random_init_params(spec, 4)), jax.tree.leaves(eager)))
 
 
-def test_delta_scale_interpolates_between_the_base_network_and_the_generated_one(tmp_path):
-    """model.delta_scale = λ: each generated kernel is base + λ · delta, the same
-    parameters (λ 0: the base network, whatever the sketch); a trained workdir is read
-    with any λ, and still refused for a change that alters the parameters."""
+def test_delta_scale_interpolates_between_the_base_network_and_the_generated_one():
+    """delta_scale = λ: each generated kernel is base + λ · delta, from the same
+    parameters (λ 0: the base network, whatever the sketch). It is a prediction setting
+    (config.eval.delta_scale): the model built for prediction has it, the training step
+    generates the full delta, so training is the same whatever it is."""
     from configs import test as test_config
-    from pudnet_jax import workdir as workdir_lib
-    from pudnet_jax.errors import UserError
+    from pudnet_jax import data as data_lib
+    from pudnet_jax import train as train_lib
+    from pudnet_jax.hypernet import build_model
     spec = target_spec('convnet3', (28, 28, 1), width=4)
     models = {lam: PudNet(spec, sketch_dim=6, sketch_features=(2, 2, 2), residual=True,
                           delta_scale=lam) for lam in (1.0, 0.5, 0.0)}
@@ -224,11 +226,18 @@ def test_delta_scale_interpolates_between_the_base_network_and_the_generated_one
             np.testing.assert_allclose(half, base + 0.5 * (full - base), rtol=1e-5, atol=1e-7)
             np.testing.assert_array_equal(base, gen[0.0][0][name]['kernel'])
 
-    config = test_config.get_config()
-    config.model.residual = True
-    workdir_lib.save_config(config, str(tmp_path))
-    config.model.delta_scale = 0.5
-    workdir_lib.check_architecture(config, str(tmp_path))
-    config.model.film = True
-    with pytest.raises(UserError, match='model.film: trained with False'):
-        workdir_lib.check_architecture(config, str(tmp_path))
+    states = []
+    for lam in (1.0, 0.5):
+        config = test_config.get_config()
+        config.model.residual = True
+        config.eval.delta_scale = lam
+        model, spec = build_model(config)
+        assert model.delta_scale == lam
+        pool = data_lib.load_pool('mnist5k', 28, 1)
+        sampler = data_lib.EpisodeSampler(pool, config.data.train_classes, config.train.ways,
+                                          config.train.shots, config.train.queries, seed=0)
+        batch = sampler.episodes(sampler.sample_indices(1, config.train.episodes_per_step))
+        state = train_lib.create_train_state(config, model, spec)
+        state, _ = train_lib.make_train_step(config, model, spec)(state, batch)
+        states.append(jax.device_get(state.params))
+    jax.tree.map(np.testing.assert_array_equal, *states)
