@@ -327,6 +327,8 @@ def evaluate(config, model: PudNet, spec: TargetSpec, hyper_vars, pool, workdir=
         'predict_seconds': float(np.median(seconds)), 'compile_seconds': compile_s,
         'backend': jax.default_backend(),
     })
+    if model.residual:      # the prediction setting these networks were generated with
+        results['delta_scale'] = float(model.delta_scale)
     if not quiet:
         print(format_results(results))
     return results

@@ -241,3 +241,9 @@ def test_delta_scale_interpolates_between_the_base_network_and_the_generated_one
         state, _ = train_lib.make_train_step(config, model, spec)(state, batch)
         states.append(jax.device_get(state.params))
     jax.tree.map(np.testing.assert_array_equal, *states)
+    # results.json says which λ its networks were generated with
+    from pudnet_jax import evaluate
+    results = evaluate.evaluate(config, model, spec, {'params': state.params,
+                                                      'batch_stats': state.batch_stats},
+                                pool, None, quiet=True)
+    assert results['delta_scale'] == 0.5

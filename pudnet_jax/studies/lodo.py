@@ -116,6 +116,7 @@ def row(root: str, domain: str) -> dict | None:
            'gain_over_untrained': r['gain_over_untrained'],
            'gain_over_untrained_ci95': r['gain_over_untrained_ci95'],
            'validation': (r.get('validation') or {}).get('accuracy'),
+           'delta_scale': r.get('delta_scale'),     # eval.delta_scale, where recorded
            'train_seconds': r.get('train_seconds')}
     f = r.get('refined')
     if f:
