@@ -146,7 +146,7 @@ class WeightGenerator(nn.Module):
         w = w.astype(jnp.float32).reshape(self.kernel_shape)
         if self.residual:
             base = self.param('base_kernel', nn.initializers.lecun_normal(), self.kernel_shape)
-            w = base + self.delta_scale * w if self.delta_scale != 1.0 else w + base
+            w = base + self.delta_scale * w     # λ 1: exactly base + w
         return w
 
 
