@@ -12,6 +12,7 @@ A mistake in the input prints one line, `error: <message>`, and exits with statu
 --debug shows the Python traceback instead.
 """
 
+import inspect
 import logging as std_logging
 import os
 import sys
@@ -31,6 +32,10 @@ flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'compare'],
                   'checkpoint; predict: save predicted networks for held-out data; compare: '
                   'PudNet against baselines on the same groups (trains PudNet first if the '
                   'workdir has no checkpoint).')
+flags.DEFINE_enum('split', 'all', ['all', 'validation'],
+                  '--mode=evaluate: all: the validation and the test groups (results.json); '
+                  'validation: the validation groups alone, no test group drawn '
+                  '(validation.json), for choosing a setting without seeing test data.')
 flags.DEFINE_string('data', None, '--mode=predict: a folder of images to predict a network '
                     'for (instead of held-out groups): one subfolder per class for a '
                     'classification workdir; the noisy images themselves for a denoising one.')
@@ -140,7 +145,8 @@ def main(argv):
         mesh.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
     try:
-        run(FLAGS.mode, FLAGS.workdir, FLAGS.config, FLAGS.data, FLAGS.baselines, FLAGS.clean)
+        run(FLAGS.mode, FLAGS.workdir, FLAGS.config, FLAGS.data, FLAGS.baselines, FLAGS.clean,
+            FLAGS.split)
     except Exception as e:   # noqa: BLE001
         if FLAGS.debug or not _is_user_error(e):
             raise
@@ -148,7 +154,9 @@ def main(argv):
 
 
 def run(mode: str, workdir: str, config, data_folder, baselines: bool = True,
-        clean_folder=None):
+        clean_folder=None, split: str = 'all'):
+    if split != 'all' and mode != 'evaluate':
+        raise UserError(f'--split={split} goes with --mode=evaluate.')
     if data_folder and mode != 'predict':
         raise UserError('--data=<folder> goes with --mode=predict.')
     if clean_folder and not data_folder:
@@ -164,11 +172,15 @@ def run(mode: str, workdir: str, config, data_folder, baselines: bool = True,
         from pudnet_jax import config_check
         config_check.validate(config)
     task = _task(workdir, config)
+    if split != 'all' and 'split' not in inspect.signature(task.evaluate).parameters:
+        name = task.__name__.rsplit('.', 1)[-1]
+        raise UserError(f'--split={split}: the {name} task evaluates its validation and test '
+                        f'groups together; use --split=all.')
     if data_folder:      # folder problems before anything heavy is loaded
         task.check_folder(data_folder)
     from pudnet_jax.files import workdir_lock
     with workdir_lock(workdir):
-        _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task)
+        _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task, split)
 
 
 def _task(workdir, config):
@@ -180,7 +192,8 @@ def _task(workdir, config):
     return tasks.get(config.get('task', tasks.DEFAULT) if config is not None else tasks.DEFAULT)
 
 
-def _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task):
+def _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task,
+              split: str = 'all'):
     from pudnet_jax import train
     from pudnet_jax import workdir as workdir_lib
     if mode not in task.MODES:           # the task's own modes (tasks.*.MODES)
@@ -196,10 +209,15 @@ def _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task)
               f'{os.path.join(workdir, "checkpoints", str(step))}.')
         from pudnet_jax import tasks
         task = tasks.of(config)
-        results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir)
+        if split == 'validation':
+            results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir,
+                                    split='validation')
+            name = workdir_lib.VALIDATION_FILE
+        else:
+            results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir)
+            name = workdir_lib.results_file_for(config, workdir)
         results['checkpoint_step'] = step
-        path = workdir_lib.write_results(results, workdir,
-                                         workdir_lib.results_file_for(config, workdir))
+        path = workdir_lib.write_results(results, workdir, name)
         print(f'Results: {path}')
     elif mode == 'compare':
         task.compare(workdir, config)

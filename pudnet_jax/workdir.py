@@ -38,6 +38,7 @@ ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.
                 'train.ema_decay': 0.0, 'model.base_init': '', 'train.freeze_base': False}
 CLASSES_FILE = 'classes.json'
 RESULTS_FILE = 'results.json'     # the evaluation's numbers, every one
+VALIDATION_FILE = 'validation.json'   # --mode=evaluate --split=validation: no test group
 # Where a checkpoint that cannot be restored is moved (never deleted) when training resumes
 # from an older one, so that later saves of the same step do not collide with it.
 CORRUPT_DIR = 'corrupt_checkpoints'

@@ -158,3 +158,33 @@ def test_a_training_run_prints_one_line_per_log_point(tmp_path):
     assert [s for s, _ in scalars['train/loss']] == [2, 4, 6]
     with open(os.path.join(workdir, 'results.json')) as f:
         assert scalars['eval/accuracy'] == [(6, pytest.approx(json.load(f)['accuracy']))]
+
+
+def test_validation_split_draws_no_test_group_and_leaves_the_results_alone(
+        trained_workdir, tmp_path, monkeypatch):
+    """--mode=evaluate --split=validation scores the validation groups alone (the same
+    figures as the run's own evaluation), draws no test group, writes validation.json
+    and leaves results.json as it was."""
+    import shutil
+    from pudnet_jax import cli, evaluate
+    from pudnet_jax.errors import UserError
+    workdir = str(tmp_path / 'w')
+    shutil.copytree(trained_workdir, workdir)
+    results = os.path.join(workdir, 'results.json')
+    with open(results) as f:
+        before = f.read()
+    real = evaluate.group_sampler
+
+    def no_test_groups(config, pool, split='test', domain=None):
+        assert split != 'test', 'a test group was drawn'
+        return real(config, pool, split, domain)
+    monkeypatch.setattr(evaluate, 'group_sampler', no_test_groups)
+    cli.run('evaluate', workdir, None, None, split='validation')
+    with open(os.path.join(workdir, 'validation.json')) as f:
+        validation = json.load(f)['validation']
+    assert validation['accuracy'] == json.loads(before)['validation']['accuracy']
+    assert validation['controls'] == json.loads(before)['validation']['controls']
+    with open(results) as f:
+        assert f.read() == before
+    with pytest.raises(UserError, match='--split=validation goes with --mode=evaluate'):
+        cli.run('predict', workdir, None, None, split='validation')

@@ -23,6 +23,7 @@ from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import augment, inner_loop, inter_dataset, sources
 from pudnet_jax import workdir as workdir_lib
+from pudnet_jax.errors import UserError
 from pudnet_jax.files import write_json
 from pudnet_jax.hypernet import PudNet
 from pudnet_jax.losses import leave_one_out_loss, pudnet_loss
@@ -204,13 +205,19 @@ def validation_curve(config, model, spec, loaded, workdir: str, start_step: int 
     return evaluate_lib.validation_curve(config, model, spec, loaded.pool, workdir, start_step)
 
 
-def evaluate(config, model, spec, hyper_vars, loaded, workdir) -> dict:
+def evaluate(config, model, spec, hyper_vars, loaded, workdir, split: str = 'all') -> dict:
     """The configured protocol, with its controls: intra-dataset (held-out classes of the
     training data, `evaluate`: the test groups, plus the validation groups under
     'validation') or inter-dataset (another dataset entirely, `inter_dataset`). `loaded`:
-    what `load(config)` returned (None is allowed for inter-dataset)."""
+    what `load(config)` returned (None is allowed for inter-dataset). `split='validation'`:
+    the validation groups alone, {'validation': ...}, no test group drawn."""
     pool = None if loaded is None else loaded.pool
+    if split not in ('all', 'validation'):
+        raise ValueError(f"split must be 'all' or 'validation', got {split!r}.")
     if inter_dataset.is_inter_dataset(config):
+        if split == 'validation':
+            raise UserError('--split=validation: the inter-dataset protocol scores its target '
+                            'dataset only; evaluate the intra-dataset config for validation.')
         return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir, pool)
     keep = ('accuracy', 'ci95', 'groups', 'controls', 'conditioning_gain',
             'conditioning_gain_ci95', 'gain_over_untrained', 'gain_over_untrained_ci95',
@@ -229,8 +236,11 @@ def evaluate(config, model, spec, hyper_vars, loaded, workdir) -> dict:
         validation = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir,
                                            split='validation', quiet=True)
         _print_validation(validation, str(validation['roles']))
+    validation = {k: validation[k] for k in keep + ('domains',) if k in validation}
+    if split == 'validation':
+        return {'split': 'validation', 'validation': validation}
     results = evaluate_lib.evaluate(config, model, spec, hyper_vars, pool, workdir)
-    results['validation'] = {k: validation[k] for k in keep + ('domains',) if k in validation}
+    results['validation'] = validation
     return results
 
 
@@ -280,7 +290,6 @@ def check_folder(folder: str) -> None:
 
 def predict_folder(workdir, folder, config=None, baselines=True, clean_folder=None):
     from pudnet_jax import predict
-    from pudnet_jax.errors import UserError
     if clean_folder:
         raise UserError('--clean=<folder> goes with a denoising workdir (config.task='
                         "'denoising'); this one classifies.")
