@@ -22,6 +22,9 @@ trainers pick their task module). `train.py` knows no task; a task module suppli
     PROGRESS                             (metric, label) on the progress line
     validation_curve(config, model, spec, data, workdir, start_step) -> curve or None
     evaluate(config, model, spec, hyper_vars, data, workdir) -> results dict (with controls)
+                                         (optionally a `split` argument: 'validation'
+                                         scores the validation groups alone, for
+                                         `--mode=evaluate --split=validation`)
     summary_scalars(results) -> {tag: value}   the evaluation's TensorBoard scalars
     record(config, data, workdir)        what the run trains and is tested on, in the workdir
     TARGET_OUTPUT                        'features' or 'image': the targets it can train
