@@ -209,13 +209,11 @@ def _dispatch(mode, workdir, config, data_folder, baselines, clean_folder, task,
               f'{os.path.join(workdir, "checkpoints", str(step))}.')
         from pudnet_jax import tasks
         task = tasks.of(config)
-        if split == 'validation':
-            results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir,
-                                    split='validation')
-            name = workdir_lib.VALIDATION_FILE
-        else:
-            results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir)
-            name = workdir_lib.results_file_for(config, workdir)
+        only = {'split': split} if split != 'all' else {}   # a task may not take `split`
+        results = task.evaluate(config, model, spec, hyper_vars, task.load(config), workdir,
+                                **only)
+        name = (workdir_lib.VALIDATION_FILE if split == 'validation'
+                else workdir_lib.results_file_for(config, workdir))
         results['checkpoint_step'] = step
         path = workdir_lib.write_results(results, workdir, name)
         print(f'Results: {path}')
