@@ -6,10 +6,11 @@ every figure as PNG (default folder docs/), each accuracy beside its controls.
   python -m pudnet_jax.studies losses --workdir runs/fig7   # paper Fig. 7 (paper.py)
   python -m pudnet_jax.studies lodo --root runs/lodo        # leave one domain out (lodo.py)
   python -m pudnet_jax.studies cca --workdir runs/lodo/animal  # paper Fig. 1 (cca.py)
+  python -m pudnet_jax.studies settings --root runs/lodo   # λ × learned steps (settings.py)
 
 `python -m pudnet_jax.studies STUDY --help` lists a study's options.
 """
 
 # The command of each study and the module that runs it (its main(argv)).
 COMMANDS = {'groups': 'paper', 'eta': 'paper', 'losses': 'paper', 'lodo': 'lodo',
-            'cca': 'cca'}
+            'cca': 'cca', 'settings': 'settings'}
