@@ -271,3 +271,83 @@ def test_the_lodo_table_names_the_learned_step_and_the_other_group_control(tmp_p
         head, _, line = f.read().strip().splitlines()
     assert 'PudNet + learned step' in head and "another group's" in head
     assert line.endswith('| +1.30 ± 0.50 |') and '80.00 ± 1.00' in line
+
+
+def _fake_settings(root, domain, default_accs, other):
+    """A settings.json of one domain: cells λ 0.5 / 1 × k 0-2, the default (0.5:1) with
+    `default_accs` per group, λ 1 with k 1 shifted by `other` points on every group."""
+    from pudnet_jax.studies import settings
+    os.makedirs(os.path.join(root, domain), exist_ok=True)
+    cells = {}
+    for scale in (0.5, 1.0):
+        for k in range(3):
+            accs = list(default_accs)
+            if (scale, k) == (1.0, 1):
+                accs = [a + other for a in accs]
+            cells[settings.key(scale, k)] = {'scale': scale, 'steps': k, 'per_group': accs,
+                                            'seconds': 0.1 * k}
+    out = {'domain': domain, 'checkpoint_step': 5, 'groups': len(default_accs),
+           'scales': [0.5, 1.0], 'steps': 2, 'cells': cells,
+           'controls': {'untrained': [0.4] * len(default_accs),
+                        'mean_sketch:0.5': [0.45] * len(default_accs),
+                        'mean_sketch:1': [0.45] * len(default_accs)}}
+    with open(os.path.join(root, domain, 'settings.json'), 'w') as f:
+        json.dump(out, f)
+
+
+def test_the_settings_study_applies_its_rule_on_paired_cells(tmp_path):
+    from pudnet_jax.studies import settings
+    root, out = str(tmp_path / 'runs'), str(tmp_path / 'settings')
+    base = [0.5, 0.6, 0.7]
+    argv = ['--root', root, '--domains', 'math,mnist,cyrillic', '--scales', '0.5,1',
+            '--steps', '2', '--candidates', '1', '--out', out]
+    # λ 1 higher on two domains of three, by more than it loses on the third: adopted.
+    for d, shift in (('math', 0.05), ('mnist', 0.05), ('cyrillic', -0.02)):
+        _fake_settings(root, d, base, shift)
+    settings.main(argv)      # every domain's cells exist: nothing is measured again
+    with open(out + '.json') as f:
+        s = json.load(f)
+    assert s['decision'] == {**s['decision'], 'best_candidate': '1:1', 'adopted': '1:1',
+                             'changed': True, 'needs_domains_above_default': 2}
+    c = s['cells']['1:1']
+    assert c['above_default'] == 2 and abs(c['S'] - (np.mean(base) + 0.08 / 3)) < 1e-9
+    assert abs(c['minus_default']['cyrillic']['points'] + 0.02) < 1e-9
+    assert not s['cells']['1:2']['candidate'] and s['cells']['0.5:1']['candidate']
+    assert 'adopted: λ 1, 1 step' in open(out + '.md').read()
+    # Higher S, but above the default on one domain of three: the default stays.
+    for d, shift in (('math', 0.3), ('mnist', -0.01), ('cyrillic', -0.01)):
+        _fake_settings(root, d, base, shift)
+    settings.main(argv)
+    with open(out + '.json') as f:
+        d = json.load(f)['decision']
+    assert d['best_candidate'] == '1:1' and not d['changed'] and d['adopted'] == '0.5:1'
+    with pytest.raises(SystemExit):      # the default must be a candidate cell
+        settings.parse_args(argv + ['--default', '0.5:2'])
+
+
+def test_the_settings_study_measures_what_evaluate_reports(tmp_path):
+    """Each measured cell is the evaluation's own number: the single pass, the refined
+    network and the untrained control at λ 1 and 1 learned step equal `evaluate`'s."""
+    from configs import test as test_config
+    from pudnet_jax import data, evaluate as evaluate_lib, train as train_lib
+    from pudnet_jax import workdir as workdir_lib
+    from pudnet_jax.studies import settings
+    config = test_config.get_config()
+    config.model.residual = True
+    config.train.inner_steps, config.train.inner_lr = 1, 30.0
+    config.eval.refine_steps, config.eval.refine_optimizer = 1, 'learned'
+    config.train.num_train_steps, config.train.val_every = 2, 0
+    root = str(tmp_path / 'runs')
+    train_lib.train_and_evaluate(config, os.path.join(root, 'mnist'))
+    cells = settings.measure(root, 'mnist', [0.5, 1.0], 2, config=config)
+    assert set(cells['cells']) == {settings.key(s, k) for s in (0.5, 1.0) for k in range(3)}
+    _, model, spec, hyper = workdir_lib.restore_hypernet(os.path.join(root, 'mnist'), config)
+    pool = data.load_pool(config.data.name, 28, 1)
+    r = evaluate_lib.evaluate(config, model, spec, hyper, pool, os.path.join(root, 'mnist'),
+                              quiet=True)
+    mean = lambda c: float(np.mean(cells['cells'][c]['per_group']))
+    assert abs(mean('1:0') - r['accuracy']) < 1e-6
+    assert abs(mean('1:1') - r['refined']['accuracy']) < 1e-6
+    assert abs(np.mean(cells['controls']['untrained'])
+               - r['controls']['untrained']['accuracy']) < 1e-6
+    assert len(cells['cells']['0.5:2']['per_group']) == config.eval.groups

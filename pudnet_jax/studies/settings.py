@@ -88,17 +88,21 @@ def key(scale: float, k: int) -> str:
     return f'{scale:g}:{k}'
 
 
-def measure(root: str, domain: str, scales, steps: int, variant: str = '') -> dict:
+def measure(root: str, domain: str, scales, steps: int, variant: str = '',
+            config=None) -> dict:
     """Every cell of one domain's training on its held-out groups: per λ, the single pass,
     the controls and the refined network after 1 … `steps` learned steps, with the
-    per-group accuracies (for paired differences)."""
+    per-group accuracies (for paired differences). `config`: the workdir's config (default:
+    `configs/multidomain.py:<domain>[,<variant>]`)."""
     from pudnet_jax import controls
     from pudnet_jax import evaluate as ev
     from pudnet_jax import tasks
     from pudnet_jax import workdir as workdir_lib
-    sys.path.insert(0, os.getcwd())
-    config = importlib.import_module('configs.multidomain').get_config(
-        domain + (f',{variant}' if variant else ''))
+    if config is None:
+        sys.path.insert(0, os.getcwd())
+        config = importlib.import_module('configs.multidomain').get_config(
+            domain + (f',{variant}' if variant else ''))
+    config = config.copy_and_resolve_references()
     workdir = os.path.join(root, domain)
     config, model, spec, hyper_vars, step = workdir_lib.restore_hypernet_with_step(
         workdir, config)
