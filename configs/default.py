@@ -144,6 +144,11 @@ def get_config():
     # as WiSE-FT; 0: the base network alone). Training always generates the full delta,
     # so a trained workdir is evaluated with any value. 1: as trained.
     config.eval.delta_scale = 1.0
+    # A third control beside untrained and mean sketch (`controls.py`): the target trained
+    # on every training class with a linear head (the Pretrained baseline of
+    # --mode=compare), no hypernetwork. Trained once per workdir (`config.compare`'s
+    # pretrain settings) and cached there; off here, on in configs/multidomain.py.
+    config.eval.pretrained_control = False
     config.eval.groups = 200           # test groups
     config.eval.val_groups = 100       # validation groups (model selection), in results.json
     config.eval.val_fraction = 0.3     # with no data.val_classes: test images kept for validation

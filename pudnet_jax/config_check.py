@@ -144,7 +144,8 @@ def _check_model_and_loss(p: _Problems) -> None:
                            ('model.set_pooling', SET_POOLINGS),
                            ('model.residual', (True, False)), ('model.film', (True, False)),
                            ('model.base_init', ('', 'pretrained')),
-                           ('train.freeze_base', (False, True))):
+                           ('train.freeze_base', (False, True)),
+                           ('eval.pretrained_control', (False, True))):
         v = p.get(field, allowed[0])
         if not any(v is a or (isinstance(a, str) and v == a) for a in allowed):
             p.add(field, v, f'must be one of {allowed}')
@@ -161,6 +162,9 @@ def _check_model_and_loss(p: _Problems) -> None:
     if (p.get('model.base_init') == 'pretrained' and task in tasks.TASKS
             and not hasattr(tasks.get(task), 'pretrained_target')):
         p.add('model.base_init', 'pretrained', f'the {task} task has no pretrained network')
+    if p.get('eval.pretrained_control') is True and task != 'classification':
+        p.add('eval.pretrained_control', True,
+              f'is a control of the classification task; the {task} task has its own')
     p.positive('loss.temperature')
     from pudnet_jax.tasks import classification
     try:

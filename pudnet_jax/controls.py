@@ -7,9 +7,14 @@
   training pool (the class-balanced mean of T_φ over the training classes' images), with
   BatchNorm statistics from the prediction set: the one dataset-independent network it
   would give everybody.
+- `pretrained` (with `config.eval.pretrained_control`): the Pretrained baseline's network
+  (`compare.train_pretrained`: the target with a linear head over every training class,
+  the epoch chosen on validation groups), its head dropped, BatchNorm statistics from the
+  prediction set, the same classifier: what plain supervised transfer gives without a
+  hypernetwork. Trained once and cached in the workdir (`PRETRAINED_FILE`).
 - `conditioning_gain` = PudNet − mean_sketch, paired over the same groups (or draws), with
   its 95% CI: how much the predicted parameters follow the data. `gain_over_untrained`
-  likewise against the untrained control.
+  and `gain_over_pretrained` likewise against those controls.
 
 A protocol asks `control_params` for the parameters of each control once, scores each
 network exactly as it scores PudNet's, and hands the per-group accuracies to `summarize`.
@@ -30,7 +35,12 @@ from pudnet_jax.targets import TargetSpec, random_init_params
 
 UNTRAINED_SEED = 10_000           # PRNG keys UNTRAINED_SEED + k of the untrained control
 MEAN_SKETCH_FILE = 'mean_sketch.npz'
-NAMES = ('untrained', 'mean_sketch')
+PRETRAINED_FILE = 'pretrained_control.npz'
+NAMES = ('untrained', 'mean_sketch')          # always measured
+OPTIONAL = ('pretrained',)                    # measured when configured
+_PRETRAINED: dict = {}     # the pretrained control of a run without a workdir
+GAIN_KEYS = {'untrained': 'gain_over_untrained', 'mean_sketch': 'conditioning_gain',
+             'pretrained': 'gain_over_pretrained'}
 
 
 def mean_ci95(values) -> tuple[float, float]:
@@ -88,15 +98,74 @@ def mean_sketch(config, model: PudNet, hyper_vars, pool=None, workdir=None) -> n
     return sketch
 
 
+def _save_tree(path: str, tree, key: str) -> None:
+    tmp = path + '.tmp.npz'
+    try:
+        leaves = {f'leaf_{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
+        np.savez(tmp, fingerprint=np.asarray(key), **leaves)
+        os.replace(tmp, path)
+    except OSError as e:     # a read-only place (a shipped hypernetwork): not cached
+        logging.warning('%s is not cached (%s).', os.path.basename(path), e)
+
+
+def _load_tree(path: str, like, key: str):
+    """The tree saved at `path` with the structure of `like`, or None (absent, another
+    fingerprint, other shapes)."""
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as cached:
+        leaves, treedef = jax.tree.flatten(like)
+        if (str(cached['fingerprint']) != key
+                or any(f'leaf_{i}' not in cached or cached[f'leaf_{i}'].shape != np.shape(x)
+                       for i, x in enumerate(leaves))):
+            return None
+        return jax.tree.unflatten(treedef, [cached[f'leaf_{i}'] for i in range(len(leaves))])
+
+
+def pretrained_params(config, spec: TargetSpec, pool=None, workdir=None) -> dict:
+    """The `pretrained` control's target params: `compare.train_pretrained`'s network (the
+    same as `--mode=compare`'s Pretrained row and `model.base_init='pretrained'`), cached
+    in the workdir keyed by everything it is trained from."""
+    c, e = config.compare, config.eval
+    like = random_init_params(spec, 0)
+    key = hashlib.sha1(repr((
+        spec.name, [tuple(np.shape(x)) for x in jax.tree.leaves(like)], config.data.name,
+        sorted(map(int, config.data.train_classes)), int(config.seed), c.pretrain_epochs,
+        c.pretrain_batch_size, float(c.pretrain_learning_rate), e.ways, e.shots,
+        int(c.get('val_groups', 0) or 0))).encode()).hexdigest()
+    path = os.path.join(workdir, PRETRAINED_FILE) if workdir else None
+    cached = _load_tree(path, like, key) if path else _PRETRAINED.get(key)
+    if cached is not None:
+        return cached
+    if pool is None:
+        pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
+                                  config.data.data_dir, cache_dir=config.data.get('cache_dir'))
+    from pudnet_jax import compare
+    target, seconds, epoch, _ = compare.train_pretrained(config, spec, pool)
+    logging.info('Pretrained control: trained in %.1f s (epoch %d selected on validation '
+                 'groups).', seconds, epoch)
+    params = jax.device_get(target['params'])
+    if path:
+        _save_tree(path, params, key)
+    else:       # no workdir: kept for this process (the validation and test groups share it)
+        _PRETRAINED.clear()
+        _PRETRAINED[key] = params
+    return params
+
+
 def control_params(config, model: PudNet, spec: TargetSpec, hyper_vars, pool=None,
                    workdir=None) -> dict[str, list]:
-    """{'untrained': [params per init seed], 'mean_sketch': [params]}."""
+    """{'untrained': [params per init seed], 'mean_sketch': [params]}, and with
+    `config.eval.pretrained_control` 'pretrained': [params]."""
     seeds = int(config.eval.get('untrained_seeds', 3))
     sketch = mean_sketch(config, model, hyper_vars, pool, workdir)
     generated = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))(
         hyper_vars, sketch)
-    return {'untrained': [random_init_params(spec, UNTRAINED_SEED + k) for k in range(seeds)],
-            'mean_sketch': [generated]}
+    out = {'untrained': [random_init_params(spec, UNTRAINED_SEED + k) for k in range(seeds)],
+           'mean_sketch': [generated]}
+    if config.eval.get('pretrained_control'):
+        out['pretrained'] = [pretrained_params(config, spec, pool, workdir)]
+    return out
 
 
 def summarize(pudnet_accs, control_accs: dict) -> dict:
@@ -105,12 +174,12 @@ def summarize(pudnet_accs, control_accs: dict) -> dict:
     control's init seeds)."""
     pudnet = np.asarray(pudnet_accs, np.float64)
     out = {'controls': {}}
-    for name in NAMES:
+    for name in NAMES + tuple(n for n in OPTIONAL if n in control_accs):
         per_group = np.asarray([np.mean(a) for a in control_accs[name]], np.float64)
         acc, ci = mean_ci95(per_group)
         out['controls'][name] = {'accuracy': acc, 'ci95': ci, 'networks': len(control_accs[name][0])}
         gain, gain_ci = mean_ci95(pudnet - per_group)
-        key = 'conditioning_gain' if name == 'mean_sketch' else 'gain_over_untrained'
+        key = GAIN_KEYS[name]
         out[key], out[key + '_ci95'] = gain, gain_ci
     return out
 
@@ -131,7 +200,13 @@ def table_rows(r: dict, unit: str = 'groups') -> list[tuple[str, str]]:
         ('conditioning gain', f"{pts('conditioning_gain')} (PudNet − mean sketch, paired over "
                               f"{n} {unit})"),
         ('gain over untrained', f"{pts('gain_over_untrained')} (PudNet − untrained, paired)"),
-    ]
+    ] + ([
+        ('pretrained control', f"{100 * c['pretrained']['accuracy']:.2f} ± "
+                               f"{100 * c['pretrained']['ci95']:.2f} % (the target trained on "
+                               f"every training class, no hypernetwork; BN statistics from "
+                               f"the prediction set)"),
+        ('gain over pretrained', f"{pts('gain_over_pretrained')} (PudNet − pretrained, paired)"),
+    ] if 'pretrained' in c else [])
 
 
 def verdict(r: dict) -> str:

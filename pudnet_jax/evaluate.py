@@ -457,7 +457,9 @@ def refined_rows(r: dict) -> list[tuple[str, str]]:
              f"leave-one-out metric loss of the labelled images; "
              f"{1000 * f['seconds']:.0f} ms per network)"),
             ('  its gains', f"over the mean sketch {pts('conditioning_gain')} points, over "
-                            f"untrained {pts('gain_over_untrained')} points (paired)")]
+                            f"untrained {pts('gain_over_untrained')} points"
+                            + (f", over pretrained {pts('gain_over_pretrained')} points"
+                               if 'gain_over_pretrained' in f else '') + ' (paired)')]
     if 'other_group' in f:
         rows.append(('  another group\'s', f"{100 * f['other_group']['accuracy']:.2f} % with the "
                      f"previous group's refined sketch; own − other "

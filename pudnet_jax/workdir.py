@@ -35,7 +35,8 @@ ADDED_FIELDS = {'task': 'classification', 'model.encoder_norm': 'batch', 'model.
                 'train.data_parallel': 1, 'train.dtype': 'float32', 'train.input': 'host',
                 'train.prefetch': 0, 'train.inner_steps': 0, 'train.inner_lr': 1.0,
                 'train.inner_first_order': True, 'train.episode_augment': (),
-                'train.ema_decay': 0.0, 'model.base_init': '', 'train.freeze_base': False}
+                'train.ema_decay': 0.0, 'model.base_init': '', 'train.freeze_base': False,
+                'eval.pretrained_control': False}
 CLASSES_FILE = 'classes.json'
 RESULTS_FILE = 'results.json'     # the evaluation's numbers, every one
 VALIDATION_FILE = 'validation.json'   # --mode=evaluate --split=validation: no test group

@@ -213,3 +213,50 @@ def test_results_json_has_the_controls_and_validation(trained_workdir):
         assert 0 <= r['controls'][name]['accuracy'] <= 1
     assert r['validation']['groups'] == test_config.get_config().eval.val_groups
     assert 'conditioning_gain' in r['validation']
+
+
+def test_the_pretrained_control_is_compares_network_scored_like_pudnets(trained_workdir,
+                                                                        tmp_path, monkeypatch):
+    """eval.pretrained_control: the Pretrained baseline's network as a third control. Its
+    accuracy equals the baselines' own prototype scoring of `compare.train_pretrained`'s
+    network on the same groups; it is cached in the workdir (a second evaluation trains
+    nothing) and its paired gain is PudNet − pretrained."""
+    import shutil
+    from pudnet_jax import compare
+    from pudnet_jax import workdir as workdir_lib
+    workdir = str(tmp_path / 'w')
+    shutil.copytree(trained_workdir, workdir)
+    config, model, spec, hyper = workdir_lib.restore_hypernet(workdir)
+    config.eval.pretrained_control = True
+    pool = data_lib.load_pool(config.data.name, 28, 1)
+    r = evaluate.evaluate(config, model, spec, hyper, pool, workdir, quiet=True)
+    assert os.path.exists(os.path.join(workdir, controls.PRETRAINED_FILE))
+    target = compare.train_pretrained(config, spec, pool)[0]
+    proto = baselines.prototype_accuracy_fn(spec, config.eval.ways, config.eval.shots)
+    sampler = evaluate.group_sampler(config, pool, 'test')
+    expected = np.mean([proto(target['params'], sampler.sample(g, 1)[0])
+                        for g in range(config.eval.groups)])
+    assert abs(r['controls']['pretrained']['accuracy'] - expected) < 1e-6
+    assert abs(r['gain_over_pretrained']
+               - (r['accuracy'] - r['controls']['pretrained']['accuracy'])) < 1e-9
+    assert 'gain over pretrained' in evaluate.format_results(r)
+
+    def no_training(*a, **k):
+        raise AssertionError('the cached pretrained control was trained again')
+    monkeypatch.setattr(compare, 'train_pretrained', no_training)
+    again = evaluate.evaluate(config, model, spec, hyper, pool, workdir, quiet=True)
+    assert again['controls']['pretrained'] == r['controls']['pretrained']
+    # Off (the default): no such control.
+    config.eval.pretrained_control = False
+    off = evaluate.evaluate(config, model, spec, hyper, pool, workdir, quiet=True)
+    assert 'pretrained' not in off['controls'] and 'gain_over_pretrained' not in off
+
+
+def test_the_pretrained_control_is_refused_outside_classification():
+    from configs import denoise
+    from pudnet_jax import config_check
+    from pudnet_jax.errors import UserError
+    config = denoise.get_config()
+    config.eval.pretrained_control = True
+    with pytest.raises(UserError, match='eval.pretrained_control'):
+        config_check.validate(config)

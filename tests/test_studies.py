@@ -271,6 +271,18 @@ def test_the_lodo_table_names_the_learned_step_and_the_other_group_control(tmp_p
         head, _, line = f.read().strip().splitlines()
     assert 'PudNet + learned step' in head and "another group's" in head
     assert line.endswith('| +1.30 ± 0.50 |') and '80.00 ± 1.00' in line
+    # With the pretrained control (eval.pretrained_control): its accuracy and the refined
+    # network's paired gain over it.
+    results['controls']['pretrained'] = {'accuracy': 0.85, 'ci95': 0.01}
+    results.update(gain_over_pretrained=-0.15, gain_over_pretrained_ci95=0.02)
+    results['refined'].update(gain_over_pretrained=-0.05, gain_over_pretrained_ci95=0.01)
+    with open(path, 'w') as f:
+        json.dump(results, f)
+    lodo.main(['--root', root, '--domains', 'cyrillic', '--out', out])
+    with open(out + '.md') as f:
+        head, _, line = f.read().strip().splitlines()
+    assert head.endswith('| pretrained control | PudNet (refined, where it is) − pretrained |')
+    assert line.endswith('| 85.00 | -5.00 ± 1.00 |')
 
 
 def _fake_settings(root, domain, default_accs, other):

@@ -118,6 +118,10 @@ def row(root: str, domain: str) -> dict | None:
            'validation': (r.get('validation') or {}).get('accuracy'),
            'delta_scale': r.get('delta_scale'),     # eval.delta_scale, where recorded
            'train_seconds': r.get('train_seconds')}
+    if 'pretrained' in r['controls']:          # eval.pretrained_control
+        out.update(pretrained=r['controls']['pretrained']['accuracy'],
+                   gain_over_pretrained=r['gain_over_pretrained'],
+                   gain_over_pretrained_ci95=r['gain_over_pretrained_ci95'])
     f = r.get('refined')
     if f:
         out.update(refined=f['accuracy'], refined_ci95=f['ci95'],
@@ -126,6 +130,9 @@ def row(root: str, domain: str) -> dict | None:
                    refined_over_untrained_ci95=f['gain_over_untrained_ci95'],
                    refined_seconds=f['seconds'], refined_steps=f.get('steps'),
                    refined_optimizer=f.get('optimizer', 'adam'))
+        if 'gain_over_pretrained' in f:
+            out.update(refined_over_pretrained=f['gain_over_pretrained'],
+                       refined_over_pretrained_ci95=f['gain_over_pretrained_ci95'])
         if 'gain_over_other_group' in f:
             out.update(refined_over_other_group=f['gain_over_other_group'],
                        refined_over_other_group_ci95=f['gain_over_other_group_ci95'])
@@ -149,6 +156,10 @@ def markdown(rows) -> str:
     if other:
         head += " its gain over another group's refined sketch |"
         sep += '---|'
+    pretrained = any('pretrained' in r for r in rows)
+    if pretrained:
+        head += ' pretrained control | PudNet (refined, where it is) − pretrained |'
+        sep += '---|---|'
     lines = [head, sep]
     for r in rows:
         line = (f"| {r['domain']} ({r['test_classes']} classes) | {r['validation_domain']} | "
@@ -163,6 +174,10 @@ def markdown(rows) -> str:
         if other:
             line += (f" {pts(r['refined_over_other_group'], r['refined_over_other_group_ci95'])} |"
                      if 'refined_over_other_group' in r else ' |')
+        if pretrained:
+            k = 'refined_over_pretrained' if 'refined_over_pretrained' in r else 'gain_over_pretrained'
+            line += (f" {pct(r['pretrained'])} | {pts(r[k], r[k + '_ci95'])} |"
+                     if 'pretrained' in r else ' | |')
         lines.append(line)
     return '\n'.join(lines) + '\n'
 
