@@ -218,6 +218,8 @@ def verdict(r: dict) -> str:
         if g + ci < 0:
             return f'BELOW {what}'
         return f'not distinguishable from {what}'
-    return (f"PudNet is {says('gain_over_untrained', 'the untrained network')} and "
-            f"{says('conditioning_gain', 'the mean-sketch network')} (95% CI of the paired "
-            f"differences)")
+    pretrained = (f", {says('gain_over_pretrained', 'the pretrained network')}"
+                  if 'gain_over_pretrained' in r else '')
+    return (f"PudNet is {says('gain_over_untrained', 'the untrained network')}{pretrained} "
+            f"and {says('conditioning_gain', 'the mean-sketch network')} (95% CI of the "
+            f"paired differences)")

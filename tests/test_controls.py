@@ -240,6 +240,7 @@ def test_the_pretrained_control_is_compares_network_scored_like_pudnets(trained_
     assert abs(r['gain_over_pretrained']
                - (r['accuracy'] - r['controls']['pretrained']['accuracy'])) < 1e-9
     assert 'gain over pretrained' in evaluate.format_results(r)
+    assert 'the pretrained network and' in controls.verdict(r)
 
     def no_training(*a, **k):
         raise AssertionError('the cached pretrained control was trained again')
