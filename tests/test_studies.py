@@ -301,6 +301,7 @@ def _fake_settings(root, domain, default_accs, other):
     out = {'domain': domain, 'checkpoint_step': 5, 'groups': len(default_accs),
            'scales': [0.5, 1.0], 'steps': 2, 'cells': cells,
            'controls': {'untrained': [0.4] * len(default_accs),
+                        'pretrained': [0.55] * len(default_accs),
                         'mean_sketch:0.5': [0.45] * len(default_accs),
                         'mean_sketch:1': [0.45] * len(default_accs)}}
     with open(os.path.join(root, domain, 'settings.json'), 'w') as f:
@@ -326,6 +327,7 @@ def test_the_settings_study_applies_its_rule_on_paired_cells(tmp_path):
     assert abs(c['minus_default']['cyrillic']['points'] + 0.02) < 1e-9
     assert not s['cells']['1:2']['candidate'] and s['cells']['0.5:1']['candidate']
     assert 'adopted: λ 1, 1 step' in open(out + '.md').read()
+    assert '| pretrained control | 55.00 | 55.00 | 55.00 | 55.00 |' in open(out + '.md').read()
     # Higher S, but above the default on one domain of three: the default stays.
     for d, shift in (('math', 0.3), ('mnist', -0.01), ('cyrillic', -0.01)):
         _fake_settings(root, d, base, shift)
@@ -363,3 +365,4 @@ def test_the_settings_study_measures_what_evaluate_reports(tmp_path):
     assert abs(np.mean(cells['controls']['untrained'])
                - r['controls']['untrained']['accuracy']) < 1e-6
     assert len(cells['cells']['0.5:2']['per_group']) == config.eval.groups
+    assert 'pretrained' not in cells['controls']       # eval.pretrained_control is off

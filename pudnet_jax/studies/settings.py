@@ -141,7 +141,7 @@ def measure(root: str, domain: str, scales, steps: int, variant: str = '',
         out['cells'][key(scale, 0)] = {'scale': scale, 'steps': 0,
                                        'per_group': [float(a) for a in single]}
         out.setdefault('controls', {n: [float(a) for a in v] for n, v in control_accs.items()
-                                    if n == 'untrained'})
+                                    if n in ('untrained', 'pretrained')})
         out['controls'][f'mean_sketch:{scale:g}'] = control_accs['mean_sketch']
         print(f'{domain} λ {scale:g}: single pass {100 * np.mean(single):.2f} %, '
               + ', '.join(f'{k} step{"s" * (k > 1)} {100 * np.mean(refined.curve[k][0]):.2f} %'
@@ -223,7 +223,8 @@ def summarize(args, per_domain: dict) -> dict:
     need = len(domains) // 2 + 1
     adopt = (best != default and cells[best]['S'] > cells[default]['S']
              and cells[best]['above_default'] >= need)
-    controls = {d: {'untrained': float(np.mean(per_domain[d]['controls']['untrained'])),
+    controls = {d: {**{n: float(np.mean(per_domain[d]['controls'][n]))
+                       for n in ('untrained', 'pretrained') if n in per_domain[d]['controls']},
                     **{f'mean_sketch λ {s:g}':
                        float(np.mean(per_domain[d]['controls'][f'mean_sketch:{s:g}']))
                        for s in args.scales}}
@@ -258,6 +259,10 @@ def markdown(s: dict) -> str:
     lines.append('| untrained control | ' + ' | '.join(pct(s['controls'][d]['untrained'])
                                                        for d in domains)
                  + f" | {pct(np.mean([s['controls'][d]['untrained'] for d in domains]))} | | |")
+    if all('pretrained' in s['controls'][d] for d in domains):   # eval.pretrained_control
+        lines.append('| pretrained control | ' + ' | '.join(
+            pct(s['controls'][d]['pretrained']) for d in domains)
+            + f" | {pct(np.mean([s['controls'][d]['pretrained'] for d in domains]))} | | |")
     d = s['decision']
     lines += ['', f"Paired differences with the default ({name(default)}), points ± 95 % CI "
                   'over groups:', '',
