@@ -366,3 +366,23 @@ def test_the_settings_study_measures_what_evaluate_reports(tmp_path):
                - r['controls']['untrained']['accuracy']) < 1e-6
     assert len(cells['cells']['0.5:2']['per_group']) == config.eval.groups
     assert 'pretrained' not in cells['controls']       # eval.pretrained_control is off
+
+
+def test_study_jobs_run_at_most_parallel_at_once_each_with_its_log(tmp_path):
+    """`studies.jobs.run_pinned` (the lodo and settings studies' scheduler): every job runs,
+    its output lands in its own log, a failure is reported with its exit status, and no
+    more than `parallel` jobs overlap."""
+    import sys
+    from pudnet_jax.studies import jobs
+    code = ("import sys, time; print('start', time.time(), flush=True); time.sleep(0.4); "
+            "print('end', time.time()); sys.exit(int(sys.argv[1]))")
+    specs = [(f'job{i}', [sys.executable, '-c', code, str(3 if i == 2 else 0)],
+              str(tmp_path / f'j{i}' / 'log')) for i in range(4)]
+    status = jobs.run_pinned(specs, parallel=2, poll_s=0.05)
+    assert status == {'job0': 0, 'job1': 0, 'job2': 3, 'job3': 0}
+    spans = []
+    for _, _, log in specs:
+        lines = dict(line.split() for line in open(log).read().split('\n') if line)
+        spans.append((float(lines['start']), float(lines['end'])))
+    for t, _ in spans:     # at each start, how many jobs are running
+        assert sum(s <= t < e for s, e in spans) <= 2

@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 from pudnet_jax import multidomain
+from pudnet_jax.studies import jobs
 from pudnet_jax.files import write_json
 
 CONFIG = os.path.join('configs', 'multidomain.py')
@@ -62,35 +61,9 @@ def command(args, domain: str, workdir: str) -> list[str]:
 def run_all(args) -> None:
     pending = [d for d in args.domains
                if not os.path.exists(os.path.join(args.root, d, 'results.json'))]
-    running: list[tuple[str, subprocess.Popen, object]] = []
-    cores = os.cpu_count() or 1
-    free = list(range(cores))
-    t0 = time.time()
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            d = pending.pop(0)
-            workdir = os.path.join(args.root, d)
-            os.makedirs(workdir, exist_ok=True)
-            log = open(os.path.join(workdir, 'lodo.log'), 'a')
-            cmd = command(args, d, workdir)
-            core = free.pop(0) if args.parallel > 1 and len(free) > 0 else None
-            if core is not None and sys.platform.startswith('linux'):
-                cmd = ['taskset', '-c', str(core)] + cmd
-            print(f'[{time.time() - t0:6.0f} s] training held-out {d} ({" ".join(cmd)})',
-                  flush=True)
-            running.append((d, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
-                            core))
-        time.sleep(2)
-        for item in list(running):
-            d, proc, core = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if core is not None:
-                free.append(core)
-            status = 'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'
-            print(f'[{time.time() - t0:6.0f} s] held-out {d}: {status}; log in '
-                  f'{os.path.join(args.root, d, "lodo.log")}', flush=True)
+    jobs.run_pinned([(f'held-out {d}', command(args, d, os.path.join(args.root, d)),
+                      os.path.join(args.root, d, 'lodo.log')) for d in pending],
+                    args.parallel, verb='training')
 
 
 def row(root: str, domain: str) -> dict | None:

@@ -29,13 +29,13 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 from pudnet_jax import multidomain
+from pudnet_jax.studies import jobs
 from pudnet_jax.files import write_json
 
 CONFIG = os.path.join('configs', 'multidomain.py')
@@ -162,35 +162,15 @@ def cells_of(args, domain: str) -> dict | None:
 
 
 def run_all(args) -> None:
-    pending = [d for d in args.domains if cells_of(args, d) is None]
-    running, free, t0 = [], list(range(os.cpu_count() or 1)), time.time()
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            d = pending.pop(0)
-            cmd = [sys.executable, '-m', 'pudnet_jax.studies', 'settings', '--one', d,
-                   '--root', args.root, '--domains', d, '--steps', str(args.steps),
-                   '--candidates', str(args.candidates),
-                   '--scales', ','.join(f'{s:g}' for s in args.scales),
-                   '--default', key(*args.default), '--variant', args.variant]
-            core = free.pop(0) if args.parallel > 1 and free else None
-            if core is not None and sys.platform.startswith('linux'):
-                cmd = ['taskset', '-c', str(core)] + cmd
-            log = open(os.path.join(args.root, d, 'settings.log'), 'a')
-            print(f'[{time.time() - t0:6.0f} s] measuring {d} '
-                  f'({len(pending)} more waiting)', flush=True)
-            running.append((d, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT),
-                            core))
-        time.sleep(2)
-        for item in list(running):
-            d, proc, core = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if core is not None:
-                free.append(core)
-            status = 'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'
-            print(f'[{time.time() - t0:6.0f} s] {d}: {status}; log in '
-                  f'{os.path.join(args.root, d, "settings.log")}', flush=True)
+    def cmd(d):
+        return [sys.executable, '-m', 'pudnet_jax.studies', 'settings', '--one', d,
+                '--root', args.root, '--domains', d, '--steps', str(args.steps),
+                '--candidates', str(args.candidates),
+                '--scales', ','.join(f'{s:g}' for s in args.scales),
+                '--default', key(*args.default), '--variant', args.variant]
+    jobs.run_pinned([(d, cmd(d), os.path.join(args.root, d, 'settings.log'))
+                     for d in args.domains if cells_of(args, d) is None],
+                    args.parallel, verb='measuring')
 
 
 def paired(a, b) -> tuple[float, float]:
