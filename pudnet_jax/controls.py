@@ -11,7 +11,9 @@
   (`compare.train_pretrained`: the target with a linear head over every training class,
   the epoch chosen on validation groups), its head dropped, BatchNorm statistics from the
   prediction set, the same classifier: what plain supervised transfer gives without a
-  hypernetwork. Trained once and cached in the workdir (`PRETRAINED_FILE`).
+  hypernetwork. Trained once and cached in the workdir (`PRETRAINED_FILE`). Intra-dataset
+  protocol only (`results.json`, `--mode=compare`, the studies), not yet the
+  inter-dataset protocol or `--data` reports.
 - `conditioning_gain` = PudNet − mean_sketch, paired over the same groups (or draws), with
   its 95% CI: how much the predicted parameters follow the data. `gain_over_untrained`
   and `gain_over_pretrained` likewise against those controls.
@@ -163,7 +165,9 @@ def control_params(config, model: PudNet, spec: TargetSpec, hyper_vars, pool=Non
         hyper_vars, sketch)
     out = {'untrained': [random_init_params(spec, UNTRAINED_SEED + k) for k in range(seeds)],
            'mean_sketch': [generated]}
-    if config.eval.get('pretrained_control'):
+    # The intra-dataset protocol only: the inter-dataset protocol and a user's folder
+    # (whose evaluation settings are the folder protocol's) do not carry it yet.
+    if config.eval.get('pretrained_control') and config.eval.get('protocol', 'intra') == 'intra':
         out['pretrained'] = [pretrained_params(config, spec, pool, workdir)]
     return out
 

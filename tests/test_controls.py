@@ -251,6 +251,10 @@ def test_the_pretrained_control_is_compares_network_scored_like_pudnets(trained_
     config.eval.pretrained_control = False
     off = evaluate.evaluate(config, model, spec, hyper, pool, workdir, quiet=True)
     assert 'pretrained' not in off['controls'] and 'gain_over_pretrained' not in off
+    # The intra-dataset protocol only (not yet the inter-dataset one).
+    config.eval.pretrained_control, config.eval.protocol = True, 'inter'
+    assert 'pretrained' not in controls.control_params(config, model, spec, hyper, pool,
+                                                       workdir)
 
 
 def test_the_pretrained_control_is_refused_outside_classification():
