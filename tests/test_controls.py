@@ -240,6 +240,12 @@ def test_the_pretrained_control_is_compares_network_scored_like_pudnets(trained_
     assert abs(r['gain_over_pretrained']
                - (r['accuracy'] - r['controls']['pretrained']['accuracy'])) < 1e-9
     assert 'gain over pretrained' in evaluate.format_results(r)
+    # The task's results keep its paired gain in their validation block too.
+    from pudnet_jax.tasks import classification
+    v = classification.evaluate(config, model, spec, hyper, classification.load(config),
+                                workdir)['validation']
+    assert abs(v['gain_over_pretrained']
+               - (v['accuracy'] - v['controls']['pretrained']['accuracy'])) < 1e-9
     assert 'the pretrained network and' in controls.verdict(r)
 
     def no_training(*a, **k):

@@ -21,7 +21,7 @@ from clu import metrics
 
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
-from pudnet_jax import augment, inner_loop, inter_dataset, sources
+from pudnet_jax import augment, controls, inner_loop, inter_dataset, sources
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.errors import UserError
 from pudnet_jax.files import write_json
@@ -219,9 +219,8 @@ def evaluate(config, model, spec, hyper_vars, loaded, workdir, split: str = 'all
             raise UserError('--split=validation: the inter-dataset protocol scores its target '
                             'dataset only; evaluate the intra-dataset config for validation.')
         return inter_dataset.evaluate(config, model, spec, hyper_vars, workdir, pool)
-    keep = ('accuracy', 'ci95', 'groups', 'controls', 'conditioning_gain',
-            'conditioning_gain_ci95', 'gain_over_untrained', 'gain_over_untrained_ci95',
-            'refined')
+    gains = tuple(k + ci for k in controls.GAIN_KEYS.values() for ci in ('', '_ci95'))
+    keep = ('accuracy', 'ci95', 'groups', 'controls', 'refined') + gains
     val_domains = config.data.get('val_domains') or ()
     if val_domains:     # each validation domain scored on its own groups, then averaged
         parts = {}
