@@ -366,6 +366,10 @@ def test_the_settings_study_measures_what_evaluate_reports(tmp_path):
                - r['controls']['untrained']['accuracy']) < 1e-6
     assert len(cells['cells']['0.5:2']['per_group']) == config.eval.groups
     assert 'pretrained' not in cells['controls']       # eval.pretrained_control is off
+    # The mean-sketch control per λ (it depends on λ; the untrained one, scored once, not).
+    assert abs(np.mean(cells['controls']['mean_sketch:1'])
+               - r['controls']['mean_sketch']['accuracy']) < 1e-6
+    assert len(cells['controls']['mean_sketch:0.5']) == config.eval.groups
 
 
 def test_study_jobs_run_at_most_parallel_at_once_each_with_its_log(tmp_path):

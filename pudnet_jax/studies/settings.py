@@ -124,6 +124,8 @@ def measure(root: str, domain: str, scales, steps: int, variant: str = '',
         predict_c, scores_c, _ = ev.compiled_predict_and_scores(
             m, spec, hyper_vars, groups[0], e.ways, e.shots, e.get('bn_images'))
         params = controls.control_params(config, m, spec, hyper_vars, pool, workdir)
+        if 'controls' in out:     # untrained and pretrained do not depend on λ: scored once
+            params = {'mean_sketch': params['mean_sketch']}
         refined = ev.Refined(config, m, spec, groups[0], milestones=range(1, steps + 1))
         single, control_accs = [], {name: [] for name in params}
         for group, _, scores, _ in ev.predict_groups(predict_c, scores_c, hyper_vars, groups,
@@ -141,12 +143,12 @@ def measure(root: str, domain: str, scales, steps: int, variant: str = '',
         out['cells'][key(scale, 0)] = {'scale': scale, 'steps': 0,
                                        'per_group': [float(a) for a in single]}
         out.setdefault('controls', {n: [float(a) for a in v] for n, v in control_accs.items()
-                                    if n in ('untrained', 'pretrained')})
+                                    if n != 'mean_sketch'})
         out['controls'][f'mean_sketch:{scale:g}'] = control_accs['mean_sketch']
         print(f'{domain} λ {scale:g}: single pass {100 * np.mean(single):.2f} %, '
               + ', '.join(f'{k} step{"s" * (k > 1)} {100 * np.mean(refined.curve[k][0]):.2f} %'
                           for k in range(1, steps + 1))
-              + f', untrained {100 * np.mean(control_accs["untrained"]):.2f} % '
+              + f', untrained {100 * np.mean(out["controls"]["untrained"]):.2f} % '
               f'({time.time() - t0:.0f} s)', flush=True)
     return out
 
