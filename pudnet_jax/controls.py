@@ -91,23 +91,20 @@ def mean_sketch(config, model: PudNet, hyper_vars, pool=None, workdir=None) -> n
                                   config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     sketch = training_mean_sketch(model, hyper_vars, pool, classes, per_class)
     if path:
-        tmp = path + '.tmp.npz'
-        try:
-            np.savez(tmp, sketch=sketch, fingerprint=np.asarray(key))
-            os.replace(tmp, path)
-        except OSError as e:     # a read-only place (a shipped hypernetwork): not cached
-            logging.warning('The mean sketch is not cached (%s).', e)
+        _cache_write(path, key, 'The mean sketch', sketch=sketch)
     return sketch
 
 
-def _save_tree(path: str, tree, key: str) -> None:
+def _cache_write(path: str, key: str, what: str, **arrays) -> None:
+    """`arrays` and their fingerprint `key` written to `path` at once (a temporary file
+    renamed); a read-only place (a shipped hypernetwork) only logs that `what` is not
+    cached."""
     tmp = path + '.tmp.npz'
     try:
-        leaves = {f'leaf_{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
-        np.savez(tmp, fingerprint=np.asarray(key), **leaves)
+        np.savez(tmp, fingerprint=np.asarray(key), **arrays)
         os.replace(tmp, path)
-    except OSError as e:     # a read-only place (a shipped hypernetwork): not cached
-        logging.warning('%s is not cached (%s).', os.path.basename(path), e)
+    except OSError as e:
+        logging.warning('%s is not cached (%s).', what, e)
 
 
 def _load_tree(path: str, like, key: str):
@@ -148,7 +145,8 @@ def pretrained_params(config, spec: TargetSpec, pool=None, workdir=None) -> dict
                  'groups).', seconds, epoch)
     params = jax.device_get(target['params'])
     if path:
-        _save_tree(path, params, key)
+        _cache_write(path, key, 'The pretrained control', **{
+            f'leaf_{i}': np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))})
     else:       # no workdir: kept for this process (the validation and test groups share it)
         _PRETRAINED.clear()
         _PRETRAINED[key] = params
