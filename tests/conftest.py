@@ -1,10 +1,16 @@
 """Shared test setup. Tests never read or write the user's image cache (mock data must
 not end up there)."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
+# One per process (each pytest-xdist worker starts with an empty cache, as before), removed
+# when that process ends: a run used to leave ~50 MB a process in /tmp, and a full disk
+# fails CI.
 os.environ['PUDNET_CACHE_DIR'] = tempfile.mkdtemp(prefix='pudnet_cache_tests_')
+atexit.register(shutil.rmtree, os.environ['PUDNET_CACHE_DIR'], ignore_errors=True)
 
 import pytest  # noqa: E402
 
@@ -16,9 +22,6 @@ prepare_process()   # as the command line: the CPU backend up front when there i
 # programs (a train step, a predictor), and XLA's compile is most of their time on a CPU.
 # The directory is made by the first process that imports this file (the pytest-xdist
 # controller, whose environment its workers inherit) and removed when that process ends.
-import atexit  # noqa: E402
-import shutil  # noqa: E402
-
 import jax  # noqa: E402
 
 if 'PUDNET_TEST_XLA_CACHE' not in os.environ:
