@@ -27,6 +27,17 @@ held-out domain's classes, 10 prediction images a class (all labelled), 15 test 
   :<domain>,plus   the wider pool `multidomain_plus`: the nine domains and five more glyph
                    domains in training (armenian, georgian, hebrew, pictograms, arrows;
                    multidomain.EXTRA_BLOCKS); the same held-out and validation domains
+  :<domain>,styles the pool `multidomain_styles`: the nine domains and two typeface
+                   domains (typefaces_a, typefaces_b: Latin letters and digits labelled by
+                   the font that drew them, multidomain.STYLE_DOMAINS), in training unless
+                   held out: character tasks and typeface tasks on the same kind of
+                   images, which no one fixed network can serve (README, *Conflicting
+                   labels*); `:typefaces_b,styles` tests on typefaces of families
+                   training never saw
+  :<domain>,styles,charsonly
+                   the same pool, held-out and validation domains, but no typeface domain
+                   in training (character tasks only): the control arm of *Conflicting
+                   labels*
   :<domain>,paper  the paper's model and objective (L2 full-class head, no inner loop),
                    with 10 Adam steps of 3 on the sketch at prediction only: the default
                    before the learned step (the shipped `multidomain-convnet3`); combines
@@ -58,14 +69,14 @@ def validation_domains(held_out: str, pool: str = 'multidomain') -> tuple[str, .
     return (validation_domain(held_out, pool),) + multidomain.VALIDATION_DOMAINS
 
 
-def roles(held_out: str, pool: str = 'multidomain'):
+def roles(held_out: str, pool: str = 'multidomain', leave_out: tuple[str, ...] = ()):
     """(train classes, validation classes, test classes, domains) for one held-out domain
     of `pool`: test = the held-out domain's classes, validation = the validation domains',
-    train = every other domain's (twins of the held-out and validation domains leave
-    training with them)."""
+    train = every other domain's but `leave_out`'s (twins of the held-out and validation
+    domains leave training with them)."""
     val_domains = validation_domains(held_out, pool)
     layout = multidomain.layout(pool)
-    out = {held_out, *val_domains} | set(TWINS.get(held_out, ()))
+    out = {held_out, *val_domains, *leave_out} | set(TWINS.get(held_out, ()))
     out |= {t for d in val_domains for t in TWINS.get(d, ())}
     train = tuple(c for d, classes in layout.items() if d not in out for c in classes)
     val = tuple(c for d in val_domains for c in layout[d])
@@ -75,13 +86,16 @@ def roles(held_out: str, pool: str = 'multidomain'):
 
 def get_config(arg: str = 'animal'):
     held_out, *options = arg.split(',')
-    if (not set(options) <= {'intra', 'inter', 'paper', 'plus'}
-            or {'intra', 'inter'} <= set(options)):
-        raise ValueError(f"configs/multidomain.py:<domain>[,plus][,paper][,inter]; "
-                         f"got {arg!r}.")
-    pool = 'multidomain_plus' if 'plus' in options else 'multidomain'
+    if (not set(options) <= {'intra', 'inter', 'paper', 'plus', 'styles', 'charsonly'}
+            or {'intra', 'inter'} <= set(options) or {'plus', 'styles'} <= set(options)
+            or ('charsonly' in options and 'styles' not in options)):
+        raise ValueError(f"configs/multidomain.py:<domain>[,plus|,styles[,charsonly]]"
+                         f"[,paper][,inter]; got {arg!r}.")
+    pool = ('multidomain_plus' if 'plus' in options else
+            'multidomain_styles' if 'styles' in options else 'multidomain')
     config = default.get_config()
-    train, val, test, domains = roles(held_out, pool)
+    leave_out = tuple(multidomain.STYLE_DOMAINS) if 'charsonly' in options else ()
+    train, val, test, domains = roles(held_out, pool, leave_out)
     config.data.name = pool
     config.data.train_classes = train
     config.data.val_classes = val

@@ -64,6 +64,20 @@ EXTRA_BLOCKS = {
     'arrows': (0x2190, 0x21FF, 32),        # Arrows
 }
 
+# Typeface domains, for the pool `multidomain_styles`: the same kind of images as the
+# Latin and digit glyph domains, labelled by the font that drew them instead of by the
+# character (`render_typefaces`): one class per font, each image a random character of
+# `TYPEFACE_CHARACTERS`. A network that is right for character tasks (invariant to the
+# font) is wrong for these and the other way round: a task distribution in which one
+# fixed network cannot be right for every task (README, *Conflicting labels*). The fonts
+# are split by family, so the held-out domain's typefaces are families training never saw.
+TYPEFACE_CHARACTERS = ('ABCDEFGHIJKLMNOPQRSTUVWXYZ' 'abcdefghijklmnopqrstuvwxyz'
+                       '0123456789')
+STYLE_DOMAINS = {
+    'typefaces_a': FONTS[0:8] + ('cmr10.ttf', 'cmb10.ttf'),      # DejaVu Sans, Serif; CM
+    'typefaces_b': FONTS[8:16] + ('cmss10.ttf', 'cmtt10.ttf'),   # Mono, STIX; CM sans, tt
+}
+
 # Validation-only domains, last in every pool (so the other domains keep their class
 # indices) and never in training (`configs/multidomain.py`): `photos`, one class per
 # photograph scikit-image bundles that this project uses (`sources.photos.SETS`), its
@@ -72,7 +86,9 @@ EXTRA_BLOCKS = {
 # kind than the handwriting of MNIST (docs/preregistration.md).
 VALIDATION_DOMAINS = ('photos',)
 POOLS = {'multidomain': DOMAINS + VALIDATION_DOMAINS,
-         'multidomain_plus': DOMAINS + tuple(EXTRA_BLOCKS) + VALIDATION_DOMAINS}
+         'multidomain_plus': DOMAINS + tuple(EXTRA_BLOCKS) + VALIDATION_DOMAINS,
+         'multidomain_styles': DOMAINS + tuple(STYLE_DOMAINS) + VALIDATION_DOMAINS}
+ALL_DOMAINS = tuple(dict.fromkeys(d for pool in POOLS.values() for d in pool))
 # Bumped whenever a pool's content changes, so that a cache of the earlier content is
 # never read as the new one (`sources.Source.version`).
 POOL_VERSION = 2
@@ -165,17 +181,21 @@ def _fit_like_mnist(img: np.ndarray, size: int, rng) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def render(char: str, font_file: str, rng, size: int = 28) -> np.ndarray:
+def render(char: str, font_file: str, rng, size: int = 28, keep_style: bool = False
+           ) -> np.ndarray:
     """One (size, size) uint8 image of `char`: white on black, random stroke, rotation,
-    scale and shift."""
+    scale and shift. With `keep_style`, no added stroke and no rotation (they would blur
+    a font's weight and slant, what a typeface class is), the same random draws made."""
     from PIL import Image, ImageDraw, ImageFont
     font = ImageFont.truetype(os.path.join(font_dir(), font_file),
                               int(RENDER_SIZE * rng.uniform(0.55, 0.75)))
     canvas = Image.new('L', (2 * RENDER_SIZE, 2 * RENDER_SIZE), 0)
-    stroke = int(rng.integers(0, 3))
+    stroke = 0 if keep_style else int(rng.integers(0, 3))
     ImageDraw.Draw(canvas).text((RENDER_SIZE, RENDER_SIZE), char, fill=255, font=font,
                                 anchor='mm', stroke_width=stroke, stroke_fill=255)
-    canvas = canvas.rotate(rng.uniform(-10.0, 10.0), resample=Image.Resampling.BILINEAR)
+    angle = rng.uniform(-10.0, 10.0)
+    if not keep_style:
+        canvas = canvas.rotate(angle, resample=Image.Resampling.BILINEAR)
     return _fit_like_mnist(np.asarray(canvas), size, rng)
 
 
@@ -194,6 +214,28 @@ def render_domain(domain: str, per_class: int | None = None):
     return [class_name(c) for c in chars], images, labels
 
 
+def font_class_name(font_file: str) -> str:
+    return os.path.splitext(font_file)[0].lower()
+
+
+def render_typefaces(domain: str, per_class: int | None = None):
+    """(class names, (n, 28, 28) uint8 images, labels) of one typeface domain of
+    `STYLE_DOMAINS`: one class per font, `per_class` (default `IMAGES_PER_CLASS`) images
+    a class, each a character of `TYPEFACE_CHARACTERS` drawn at random (scale and shift
+    at random as the glyph domains, no added stroke, no rotation), from a generator
+    seeded by (domain, font)."""
+    per_class = per_class or IMAGES_PER_CLASS
+    fonts = STYLE_DOMAINS[domain]
+    images = np.empty((len(fonts) * per_class, 28, 28), np.uint8)
+    for k, font in enumerate(fonts):
+        rng = np.random.default_rng([sum(map(ord, domain)), sum(map(ord, font))])
+        for i in range(per_class):
+            char = TYPEFACE_CHARACTERS[int(rng.integers(len(TYPEFACE_CHARACTERS)))]
+            images[k * per_class + i] = render(char, font, rng, keep_style=True)
+    labels = np.repeat(np.arange(len(fonts)), per_class)
+    return [font_class_name(f) for f in fonts], images, labels
+
+
 def domain_classes(class_names) -> dict[str, list[int]]:
     """Domain → indices of its classes, from the `<domain>/<class>` names of the pool."""
     out: dict[str, list[int]] = {}
@@ -210,6 +252,8 @@ def domain_sizes(pool: str = 'multidomain') -> dict[str, int]:
     def size(d):
         if d in PACKAGE_DOMAINS:
             return 10
+        if d in STYLE_DOMAINS:
+            return len(STYLE_DOMAINS[d])
         return len(photo_names()) if d == 'photos' else len(glyph_characters(d))
     return {d: size(d) for d in POOLS[pool]}
 
@@ -217,7 +261,7 @@ def domain_sizes(pool: str = 'multidomain') -> dict[str, int]:
 def layout(pool: str = 'multidomain') -> dict[str, tuple[int, ...]]:
     """Domain → the indices of its classes in `pool` (its class order), computed from
     the definitions alone (the same as `domain_classes` of the pool). The domains of
-    `multidomain` have the same indices in `multidomain_plus`."""
+    `multidomain` have the same indices in `multidomain_plus` and `multidomain_styles`."""
     out, start = {}, 0
     for domain, n in domain_sizes(pool).items():
         out[domain] = tuple(range(start, start + n))

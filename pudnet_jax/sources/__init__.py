@@ -82,7 +82,7 @@ SOURCES: dict[str, Source] = {
     'mnist5k': Source('package'),
     'animal_mnist': Source('package'),
     **{pool: Source('package', version=multidomain.POOL_VERSION) for pool in multidomain.POOLS},
-    **{f'md_{d}': Source('package') for d in multidomain.POOLS['multidomain_plus']},
+    **{f'md_{d}': Source('package') for d in multidomain.ALL_DOMAINS},
     **{name: Source('package') for name in photos.SETS},
     'fashion_mnist': Source('tfds', 'fashion_mnist', ('train', 'test')),
     'cifar10': Source('tfds', 'cifar10', ('train', 'test')),

@@ -81,6 +81,9 @@ def _md_domain(domain: str, image_size, channels):
     if multidomain.is_glyph_domain(domain):
         names, x, y = multidomain.render_domain(domain)
         return names, preprocess(x, image_size, channels, f'md_{domain}'), y
+    if domain in multidomain.STYLE_DOMAINS:
+        names, x, y = multidomain.render_typefaces(domain)
+        return names, preprocess(x, image_size, channels, f'md_{domain}'), y
     if domain == 'photos':
         names, x, y = multidomain.photo_domain()
         return names, preprocess(x, image_size, channels, 'md_photos'), y
@@ -112,5 +115,5 @@ def _multidomain(pool: str):
 LOADERS: dict[str, Callable] = {'mnist5k': _mnist5k, 'animal_mnist': _animal_mnist,
                                 **{pool: _multidomain(pool) for pool in multidomain.POOLS},
                                 **{f'md_{d}': _md_source(d)
-                                   for d in multidomain.POOLS['multidomain_plus']},
+                                   for d in multidomain.ALL_DOMAINS},
                                 **{name: photos.loader(name) for name in photos.SETS}}
