@@ -78,6 +78,68 @@ def test_multidomain_source_offline_layout_and_cache(tmp_path, monkeypatch):
     assert path != cache_lib.cache_path('package', 'multidomain', 28, 1, cache_dir=cache)
 
 
+@pytest.mark.parametrize('domain', list(multidomain.STYLE_DOMAINS))
+def test_each_typeface_domain_renders_offline_and_deterministically(domain):
+    fonts = multidomain.STYLE_DOMAINS[domain]
+    names, x, y = multidomain.render_typefaces(domain, per_class=40)
+    again = multidomain.render_typefaces(domain, per_class=40)
+    np.testing.assert_array_equal(x, again[1])
+    assert names == [multidomain.font_class_name(f) for f in fonts] == again[0]
+    assert len(names) == len(set(names)) == 10
+    assert x.shape == (40 * len(names), 28, 28) and x.dtype == np.uint8
+    np.testing.assert_array_equal(y, np.repeat(np.arange(len(names)), 40))
+    assert all(img.max() >= 128 and img.mean() < 128 for img in x)
+    # A class is a font, not a character: its images are of many characters, so no two
+    # of its first images are the same picture.
+    first = x[:40].reshape(40, -1)
+    assert len({row.tobytes() for row in first}) == 40
+    # The label is what the font draws: with no stroke added, a bold face has more ink
+    # than its regular face over the same random characters.
+    regular, bold = (names.index(multidomain.font_class_name(f)) for f in fonts[:2])
+    assert 'bold' in names[bold] and 'bold' not in names[regular]
+    assert x[y == bold].mean() > 1.15 * x[y == regular].mean()
+
+
+def test_typeface_domains_split_fonts_by_family_and_the_styles_pool_keeps_indices(
+        tmp_path, monkeypatch):
+    a, b = (set(multidomain.STYLE_DOMAINS[d]) for d in ('typefaces_a', 'typefaces_b'))
+    assert not a & b and a | b == set(multidomain.FONTS)
+    family = lambda f: f.split('-')[0].split('.')[0].rstrip('0123456789').replace('Bol', '')
+    assert not {family(f) for f in a} & {family(f) for f in b if not f.startswith('cm')}
+    monkeypatch.setattr(multidomain, 'IMAGES_PER_CLASS', 2)
+    loaded = sources.load('multidomain_styles', 28, 1, cache_dir=str(tmp_path))
+    layout = multidomain.layout('multidomain_styles')
+    assert multidomain.domain_classes(loaded.class_names) == {d: list(c) for d, c in layout.items()}
+    assert all(layout[d] == multidomain.layout()[d] for d in multidomain.DOMAINS)
+    one = sources.load('md_typefaces_b', 28, 1, cache_dir=str(tmp_path))
+    assert [f'typefaces_b/{n}' for n in one.class_names] == [
+        loaded.class_names[c] for c in layout['typefaces_b']]
+    np.testing.assert_array_equal(one.pool[4], loaded.pool[layout['typefaces_b'][4]])
+
+
+def test_conflicting_label_configs_roles():
+    layout = multidomain.layout('multidomain_styles')
+    arm_s = md_config.get_config('typefaces_b,styles')
+    arm_n = md_config.get_config('typefaces_b,styles,charsonly')
+    for config in (arm_s, arm_n):
+        train, val, test = (set(config.data[k]) for k in ('train_classes', 'val_classes',
+                                                         'test_classes'))
+        assert config.data.name == 'multidomain_styles'
+        assert not (train & val or train & test or val & test)
+        assert test == set(layout['typefaces_b'])
+        assert val == set(layout['mnist']) | set(layout['photos'])
+    # Arm S trains on the other typeface domain, arm N on no typeface domain; otherwise
+    # the same training classes.
+    assert set(arm_s.data.train_classes) == set(arm_n.data.train_classes) | set(layout['typefaces_a'])
+    assert not set(arm_n.data.train_classes) & set(layout['typefaces_a'])
+    # Held-out Animal on the styles pool: both typeface domains in training.
+    animal = md_config.get_config('animal,styles')
+    assert set(layout['typefaces_a']) | set(layout['typefaces_b']) <= set(animal.data.train_classes)
+    for bad in ('typefaces_b,charsonly', 'animal,plus,styles'):
+        with pytest.raises(ValueError, match='styles'):
+            md_config.get_config(bad)
+
+
 def test_photo_domain_renders_offline_and_deterministically():
     from pudnet_jax.sources import photos
     names, x, y = multidomain.photo_domain(per_class=4)
