@@ -390,3 +390,60 @@ def test_study_jobs_run_at_most_parallel_at_once_each_with_its_log(tmp_path):
         spans.append((float(lines['start']), float(lines['end'])))
     for t, _ in spans:     # at each start, how many jobs are running
         assert sum(s <= t < e for s, e in spans) <= 2
+
+
+def test_the_seeds_study_reads_each_seed_and_gives_the_t_interval_over_seeds(
+        trained_workdir, tmp_path):
+    from pudnet_jax.studies import seeds
+    # A real training's results: its row is what its results.json says (single pass).
+    real = seeds.seed_row(trained_workdir)
+    with open(os.path.join(trained_workdir, 'results.json')) as f:
+        r = json.load(f)
+    assert real['method'] == 'single pass' and real['pudnet'] == r['accuracy']
+    assert real['over_untrained'] == r['gain_over_untrained']
+    assert real['over_mean_sketch'] == r['conditioning_gain']
+    # Three seeds of an arm with the refined network and the pretrained control: the
+    # refined gains are read, and the interval over seeds is Student's t with 2 degrees of
+    # freedom (t = 4.3027), the seed the unit.
+    dirs = []
+    for seed, gain in enumerate((0.005, 0.015, 0.07)):
+        _fake_lodo_workdir(str(tmp_path / 'arm'), f's{seed}', 0.7)
+        w = str(tmp_path / 'arm' / f's{seed}')
+        with open(os.path.join(w, 'results.json')) as f:
+            res = json.load(f)
+        res['controls']['pretrained'] = {'accuracy': 0.75, 'ci95': 0.01}
+        res.update(gain_over_pretrained=-0.05, gain_over_pretrained_ci95=0.01)
+        res['refined'] = {'accuracy': 0.75 + gain, 'ci95': 0.01, 'conditioning_gain': 0.2,
+                          'conditioning_gain_ci95': 0.02, 'gain_over_untrained': 0.2,
+                          'gain_over_untrained_ci95': 0.02, 'seconds': 0.09, 'steps': 1,
+                          'optimizer': 'learned', 'gain_over_pretrained': gain,
+                          'gain_over_pretrained_ci95': 0.02}
+        with open(os.path.join(w, 'results.json'), 'w') as f:
+            json.dump(res, f)
+        with open(os.path.join(w, 'config.json')) as f:
+            cfg = json.load(f)
+        with open(os.path.join(w, 'config.json'), 'w') as f:
+            json.dump(dict(cfg, seed=seed), f)
+        dirs.append(w)
+    out = str(tmp_path / 'docs' / 'arms')
+    seeds.main([f'S={",".join(dirs)}', f'R={trained_workdir}', '--out', out])
+    with open(out + '.json') as f:
+        saved = json.load(f)['arms']
+    assert [row['seed'] for row in saved['S']['seeds']] == [0, 1, 2]
+    g = saved['S']['summary']['over_pretrained']
+    values = np.array([0.005, 0.015, 0.07])
+    half = 4.3027 * values.std(ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose([g['mean'], g['ci95_low'], g['ci95_high']],
+                               [values.mean(), values.mean() - half, values.mean() + half],
+                               rtol=1e-4)
+    assert g['seeds_ci_above_0'] == 1          # only 0.07 - 0.02 is above 0
+    assert saved['S']['summary']['pudnet']['mean'] == pytest.approx(0.75 + values.mean())
+    # An arm without the pretrained control has no such column, and the table says so.
+    assert 'over_pretrained' not in saved['R']['summary']
+    with open(out + '.md') as f:
+        text = f.read()
+    assert '| S | 1 | 76.50 |' in text and '+3.00 (3.50) [-5.69, +11.69]; 1/3' in text
+    assert 'nan' not in text             # one seed: its value, no spread
+    assert os.path.getsize(out + '.png') > 1000
+    with pytest.raises(SystemExit):
+        seeds.main(['S' + ''.join(dirs)])     # no '='
