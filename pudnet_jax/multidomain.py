@@ -12,6 +12,9 @@ seeded by (domain, character): the same pixels on every run with the same Pillow
 FreeType. Rendering the whole pool takes about half a minute; it is cached like every
 source.
 
+Typeface domains (`STYLE_DOMAINS`, in the pool `multidomain_styles` only): Latin letters
+and digits rendered the same way, labelled by the font that drew them (a class per font).
+
 `multidomain` is the union, classes named `<domain>/<class>` in the order of `DOMAINS`,
 then the validation-only domain `photos` (28×28 tiles of scikit-image's bundled
 photographs, a class per photograph; `VALIDATION_DOMAINS`);
@@ -184,8 +187,8 @@ def _fit_like_mnist(img: np.ndarray, size: int, rng) -> np.ndarray:
 def render(char: str, font_file: str, rng, size: int = 28, keep_style: bool = False
            ) -> np.ndarray:
     """One (size, size) uint8 image of `char`: white on black, random stroke, rotation,
-    scale and shift. With `keep_style`, no added stroke and no rotation (they would blur
-    a font's weight and slant, what a typeface class is), the same random draws made."""
+    scale and shift. With `keep_style` (the typeface domains), no added stroke and no
+    rotation: they would blur a font's weight and slant, what a typeface class is."""
     from PIL import Image, ImageDraw, ImageFont
     font = ImageFont.truetype(os.path.join(font_dir(), font_file),
                               int(RENDER_SIZE * rng.uniform(0.55, 0.75)))
