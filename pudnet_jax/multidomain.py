@@ -92,6 +92,8 @@ POOLS = {'multidomain': DOMAINS + VALIDATION_DOMAINS,
          'multidomain_plus': DOMAINS + tuple(EXTRA_BLOCKS) + VALIDATION_DOMAINS,
          'multidomain_styles': DOMAINS + tuple(STYLE_DOMAINS) + VALIDATION_DOMAINS}
 ALL_DOMAINS = tuple(dict.fromkeys(d for pool in POOLS.values() for d in pool))
+# The domains a configs/multidomain.py variant can hold out (every pool's, but validation's).
+HOLDABLE_DOMAINS = tuple(d for d in ALL_DOMAINS if d not in VALIDATION_DOMAINS)
 # Bumped whenever a pool's content changes, so that a cache of the earlier content is
 # never read as the new one (`sources.Source.version`).
 POOL_VERSION = 2

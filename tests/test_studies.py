@@ -447,3 +447,20 @@ def test_the_seeds_study_reads_each_seed_and_gives_the_t_interval_over_seeds(
     assert os.path.getsize(out + '.png') > 1000
     with pytest.raises(SystemExit):
         seeds.main(['S' + ''.join(dirs)])     # no '='
+
+
+def test_the_lodo_sweep_takes_the_domains_of_every_pool_but_validation(tmp_path, monkeypatch,
+                                                                        capsys):
+    from pudnet_jax.studies import lodo
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root, out = str(tmp_path / 'runs'), str(tmp_path / 'lodo')
+    _fake_lodo_workdir(root, 'typefaces_b', 0.7)     # finished: nothing is trained
+    _fake_lodo_workdir(root, 'math', 0.6)
+    lodo.main(['--root', root, '--domains', 'typefaces_b,math', '--variant', 'styles',
+               '--out', out])
+    with open(out + '.json') as f:
+        saved = json.load(f)
+    assert [r['domain'] for r in saved['rows']] == ['math', 'typefaces_b']
+    with pytest.raises(SystemExit):
+        lodo.parse_args(['--domains', 'photos'])     # a validation-only domain
+    assert "unknown ['photos']" in capsys.readouterr().err

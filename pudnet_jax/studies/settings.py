@@ -61,9 +61,10 @@ def parse_args(argv):
     parser.add_argument('--one', default='', help=argparse.SUPPRESS)  # internal: one domain
     args = parser.parse_args(argv)
     args.domains = [d for d in args.domains.split(',') if d]
-    unknown = [d for d in args.domains if d not in multidomain.DOMAINS]
+    unknown = [d for d in args.domains if d not in multidomain.HOLDABLE_DOMAINS]
     if unknown:
-        parser.error(f'--domains: unknown {unknown}; the domains are {list(multidomain.DOMAINS)}')
+        parser.error(f'--domains: unknown {unknown}; the domains are '
+                     f'{list(multidomain.HOLDABLE_DOMAINS)}')
     try:
         args.scales = [float(s) for s in args.scales.split(',') if s]
         scale, k = args.default.split(':')
