@@ -79,7 +79,8 @@ def row(root: str, domain: str) -> dict | None:
     # under a later protocol), else those of its training config.
     val_domains = (list((r.get('validation') or {}).get('domains') or ())
                    or cfg['data'].get('val_domains') or [cfg['data'].get('val_domain')])
-    out = {'domain': domain, 'validation_domain': ' + '.join(map(str, val_domains)),
+    out = {'domain': domain, 'seed': cfg.get('seed'),
+           'validation_domain': ' + '.join(map(str, val_domains)),
            'train_classes': len(cfg['data']['train_classes']),
            'test_classes': len(cfg['data']['test_classes']), 'groups': r['groups'],
            'pudnet': r['accuracy'], 'pudnet_ci95': r['ci95'],

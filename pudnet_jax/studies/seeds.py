@@ -24,12 +24,16 @@ import numpy as np
 
 from pudnet_jax.studies.lodo import row
 
-# (key of a `lodo.row`, its name in the tables): the paired gains read over seeds. The
-# refined network's where the workdir has one, else the single pass's.
-GAINS = (('over_untrained', 'gain over untrained'),
-         ('over_mean_sketch', 'gain over mean sketch'),
-         ('over_other_group', "gain over another group's sketch"),
-         ('over_pretrained', 'gain over pretrained'))
+# The paired gains read over seeds: (key here, its name in the tables, the `lodo.row` key
+# with a refined network, without one). The refined network's where the workdir has one,
+# else the single pass's.
+GAINS = (('over_untrained', 'gain over untrained', 'refined_over_untrained',
+          'gain_over_untrained'),
+         ('over_mean_sketch', 'gain over mean sketch', 'refined_gain', 'conditioning_gain'),
+         ('over_other_group', "gain over another group's sketch", 'refined_over_other_group',
+          None),
+         ('over_pretrained', 'gain over pretrained', 'refined_over_pretrained',
+          'gain_over_pretrained'))
 
 
 def seed_row(workdir: str) -> dict:
@@ -37,20 +41,14 @@ def seed_row(workdir: str) -> dict:
     r = row(os.path.dirname(workdir), os.path.basename(workdir))
     if r is None:
         raise SystemExit(f'{workdir}: no results.json (train or evaluate it first).')
-    with open(os.path.join(workdir, 'config.json')) as f:
-        seed = json.load(f).get('seed')
     refined = 'refined' in r
-    out = {'workdir': workdir, 'seed': seed, 'groups': r['groups'],
+    out = {'workdir': workdir, 'seed': r['seed'], 'groups': r['groups'],
            'method': 'refined' if refined else 'single pass',
            'pudnet': r['refined'] if refined else r['pudnet'],
            'single_pass': r['pudnet'], 'untrained': r['untrained'],
            'mean_sketch': r['mean_sketch'], 'pretrained': r.get('pretrained'),
            'validation': r.get('validation')}
-    pick = {'over_untrained': ('refined_over_untrained', 'gain_over_untrained'),
-            'over_mean_sketch': ('refined_gain', 'conditioning_gain'),
-            'over_other_group': ('refined_over_other_group', None),
-            'over_pretrained': ('refined_over_pretrained', 'gain_over_pretrained')}
-    for name, (with_refined, single) in pick.items():
+    for name, _, with_refined, single in GAINS:
         key = with_refined if refined else single
         if key and key in r:
             out[name] = r[key]
@@ -77,7 +75,7 @@ def summarize(arms: dict[str, list[dict]]) -> dict:
                    for k in ('pudnet', 'single_pass', 'untrained', 'mean_sketch')}
         if all(r['pretrained'] is not None for r in rows):
             summary['pretrained'] = over_seeds([r['pretrained'] for r in rows])
-        for key, _ in GAINS:
+        for key, *_ in GAINS:
             if all(key in r for r in rows):
                 summary[key] = over_seeds([r[key] for r in rows])
                 summary[key]['seeds_ci_above_0'] = sum(
@@ -90,17 +88,17 @@ def markdown(result: dict) -> str:
     pct = lambda v: f'{100 * v:.2f}'
     pts = lambda g, ci: f'{100 * g:+.2f} ± {100 * ci:.2f}'
     head = ['arm', 'seed', 'PudNet', 'untrained', 'mean sketch', 'pretrained']
-    head += [name for _, name in GAINS]
+    head += [name for _, name, *_ in GAINS]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for arm, block in result.items():
         for r in block['seeds']:
             cells = [arm, str(r['seed']), pct(r['pudnet']), pct(r['untrained']),
                      pct(r['mean_sketch']), pct(r['pretrained']) if r['pretrained'] is not None else '']
-            cells += [pts(r[k], r[k + '_ci95']) if k in r else '' for k, _ in GAINS]
+            cells += [pts(r[k], r[k + '_ci95']) if k in r else '' for k, *_ in GAINS]
             lines.append('| ' + ' | '.join(cells) + ' |')
     lines += ['', 'Over seeds: mean (sd) [95 % CI of the mean, t]; seeds whose CI over groups '
               'is above 0.', '']
-    head = ['arm', 'seeds', 'PudNet', 'pretrained'] + [name for _, name in GAINS]
+    head = ['arm', 'seeds', 'PudNet', 'pretrained'] + [name for _, name, *_ in GAINS]
     lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for arm, block in result.items():
         s = block['summary']
@@ -109,7 +107,7 @@ def markdown(result: dict) -> str:
                 return ''
             return pct(s[k]['mean']) + (f" ({pct(s[k]['sd'])})" if s[k]['n'] > 1 else '')
         cells = [arm, str(s['pudnet']['n']), acc('pudnet'), acc('pretrained')]
-        for k, _ in GAINS:
+        for k, *_ in GAINS:
             if k not in s:
                 cells.append('')
                 continue
@@ -125,7 +123,7 @@ def plot(result: dict, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    keys = [(k, name) for k, name in GAINS
+    keys = [(k, name) for k, name, *_ in GAINS
             if any(k in b['summary'] for b in result.values())]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), sharey=True,
                              squeeze=False)
