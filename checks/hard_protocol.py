@@ -19,6 +19,13 @@ evaluates each trained workdir (its own saved config) on its test groups at the 
 selected in P.json (or `--protocol W:s`): PudNet, the learned step and the controls, as
 `--mode=evaluate` computes them (`evaluate.evaluate`, test split only: the validation
 domains have too few classes for a wide group). Writes W/hard_protocol.json.
+
+    python -m checks.hard_protocol --pairs DOMAIN:W_DEFAULT:W_CANDIDATE,... --decision P
+
+the preregistered rule's table from those files (no evaluation): per held-out domain,
+both arms at the selected cell (W/hard_protocol.json) and at the default protocol
+(W/results.json), D = candidate − default of the refined accuracy, and the rule's
+reading (mean D > 0 and D > 0 on at least two domains of three). Writes P.json and P.md.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ flags.DEFINE_float('target', 62.08, 'The untrained accuracy (%) to calibrate to.
 flags.DEFINE_integer('groups', 150, 'Test groups a domain.')
 flags.DEFINE_string('out', 'docs/hard_protocol', 'Output prefix (.json, .md).')
 flags.DEFINE_list('workdirs', [], 'Trained workdirs to evaluate at the selected protocol.')
+flags.DEFINE_list('pairs', [], 'DOMAIN:W_DEFAULT:W_CANDIDATE triples for the decision.')
+flags.DEFINE_string('decision', 'docs/typefaces_decision', 'Output prefix of --pairs.')
 flags.DEFINE_string('protocol', None, 'W:s for --workdirs (default: the selection in '
                     '--out.json).')
 FLAGS = flags.FLAGS
@@ -99,7 +108,64 @@ def evaluate_workdir(workdir: str, ways: int, shots: int) -> dict:
     return results
 
 
+def arm_row(workdir: str) -> dict:
+    """A workdir's numbers at the selected cell and at its training's own protocol."""
+    out = {'workdir': workdir}
+    for name, file in (('hard', 'hard_protocol.json'), ('default_protocol', 'results.json')):
+        with open(os.path.join(workdir, file)) as f:
+            r = json.load(f)
+        f_ = r['refined']
+        out[name] = {'ways': r['ways'], 'shots': r['shots'], 'refined': f_['accuracy'],
+                     'refined_ci95': f_['ci95'], 'single_pass': r['accuracy'],
+                     'untrained': r['controls']['untrained']['accuracy'],
+                     'mean_sketch': r['controls']['mean_sketch']['accuracy'],
+                     'over_other_group': f_.get('gain_over_other_group'),
+                     'validation': (r.get('validation') or {}).get('refined', {}).get('accuracy')}
+    return out
+
+
+def decide(pairs: list[str], prefix: str) -> dict:
+    """The rule of docs/preregistration.md (third entry of 2026-12-06) on the pairs."""
+    rows = []
+    for item in pairs:
+        domain, w_default, w_candidate = item.split(':')
+        a, b = arm_row(w_default), arm_row(w_candidate)
+        rows.append({'domain': domain, 'default': a, 'candidate': b,
+                     'D': b['hard']['refined'] - a['hard']['refined'],
+                     'D_default_protocol': (b['default_protocol']['refined']
+                                            - a['default_protocol']['refined'])})
+    mean_d = float(np.mean([r['D'] for r in rows]))
+    above = sum(r['D'] > 0 for r in rows)
+    adopted = bool(mean_d > 0 and above >= 2)
+    out = {'rows': rows, 'mean_D': mean_d, 'above': above, 'adopted': adopted}
+    write_json(prefix + '.json', out)
+    pct = lambda v: f'{100 * v:.2f}'
+    h = rows[0]['default']['hard']
+    lines = [f"| held-out domain | untrained | default: single pass | default: learned step | "
+             f"candidate: single pass | candidate: learned step | **D** | default protocol: "
+             f"default / candidate (D) |", '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        a, b = r['default'], r['candidate']
+        lines.append(
+            f"| {r['domain']} | {pct(a['hard']['untrained'])} | {pct(a['hard']['single_pass'])} "
+            f"| {pct(a['hard']['refined'])} ± {pct(a['hard']['refined_ci95'])} | "
+            f"{pct(b['hard']['single_pass'])} | {pct(b['hard']['refined'])} ± "
+            f"{pct(b['hard']['refined_ci95'])} | **{100 * r['D']:+.2f}** | "
+            f"{pct(a['default_protocol']['refined'])} / {pct(b['default_protocol']['refined'])} "
+            f"({100 * r['D_default_protocol']:+.2f}) |")
+    lines.append(f"\n{h['ways']} ways, {h['shots']} labelled images a class. Mean D "
+                 f"{100 * mean_d:+.2f}, D > 0 on {above} of {len(rows)}: "
+                 f"**{'adopted' if adopted else 'not adopted'}**.")
+    with open(prefix + '.md', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    return out
+
+
 def main(_):
+    if FLAGS.pairs:
+        decide(FLAGS.pairs, FLAGS.decision)
+        return
     if FLAGS.workdirs:
         if FLAGS.protocol:
             ways, shots = map(int, FLAGS.protocol.split(':'))

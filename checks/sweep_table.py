@@ -1,0 +1,103 @@
+"""One leave-one-domain-out table from rows measured by different commands.
+
+    python -m checks.sweep_table --lodo docs/lodo_styles.json \\
+        --seeds docs/animal_styles.json:styles:0:animal \\
+        --seeds docs/conflicting_labels.json:S:0:typefaces_b \\
+        --before docs/lodo.json --out docs/lodo_default
+
+`--lodo`: a `studies lodo` output (its rows, one per held-out domain). `--seeds`
+FILE:ARM:SEED:DOMAIN: the row of one training seed of one arm of a `studies seeds`
+output, for a held-out domain the sweep did not train (its workdir already measured by
+another study). `--before`: a sweep of the configuration this one replaces, its learned
+step's accuracy as the last column. Every number is copied from those files, none is
+recomputed; the order is `multidomain.HOLDABLE_DOMAINS`. Writes OUT.json and OUT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pudnet_jax import multidomain
+from pudnet_jax.files import write_json
+
+
+def from_lodo(r: dict) -> dict:
+    """The common row of a `studies lodo` row (PudNet = PudNet + learned step)."""
+    out = {'domain': r['domain'], 'seed': r.get('seed', 0), 'untrained': r['untrained'],
+           'mean_sketch': r['mean_sketch'], 'single_pass': r['pudnet'], 'pudnet': r['refined'],
+           'pudnet_ci95': r['refined_ci95'],
+           'over_untrained': r['refined_over_untrained'],
+           'over_untrained_ci95': r['refined_over_untrained_ci95'],
+           'over_mean_sketch': r['refined_gain'], 'over_mean_sketch_ci95': r['refined_gain_ci95'],
+           'over_other_group': r.get('refined_over_other_group'),
+           'over_other_group_ci95': r.get('refined_over_other_group_ci95')}
+    if 'pretrained' in r:
+        out.update(pretrained=r['pretrained'], over_pretrained=r['refined_over_pretrained'],
+                   over_pretrained_ci95=r['refined_over_pretrained_ci95'])
+    return out
+
+
+def from_seeds(path: str, arm: str, seed: int, domain: str) -> dict:
+    """The common row of one seed of one arm of a `studies seeds` output."""
+    with open(path) as f:
+        rows = json.load(f)['arms'][arm]['seeds']
+    r = next(r for r in rows if int(r['seed']) == seed)
+    keys = ('untrained', 'mean_sketch', 'single_pass', 'pudnet', 'over_untrained',
+            'over_untrained_ci95', 'over_mean_sketch', 'over_mean_sketch_ci95',
+            'over_other_group', 'over_other_group_ci95', 'pretrained', 'over_pretrained',
+            'over_pretrained_ci95')
+    return {'domain': domain, 'seed': seed, 'source': f'{path}:{arm}'} | {
+        k: r.get(k) for k in keys}
+
+
+def markdown(rows) -> str:
+    pct = lambda v: '' if v is None else f'{100 * v:.2f}'
+    pts = lambda r, k: ('' if r.get(k) is None
+                        else f"{100 * r[k]:+.2f} ± {100 * r[k + '_ci95']:.2f}")
+    lines = ['| held-out domain | seed | untrained | mean sketch | single pass | '
+             '**PudNet + learned step** | over untrained | over mean sketch | over another '
+             "group's step | pretrained | over pretrained | before (learned step) |",
+             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(
+            f"| {r['domain']} | {r['seed']} | {pct(r['untrained'])} | {pct(r['mean_sketch'])} | "
+            f"{pct(r['single_pass'])} | **{pct(r['pudnet'])}** | {pts(r, 'over_untrained')} | "
+            f"{pts(r, 'over_mean_sketch')} | {pts(r, 'over_other_group')} | "
+            f"{pct(r.get('pretrained'))} | {pts(r, 'over_pretrained')} | "
+            f"{pct(r.get('before'))} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m checks.sweep_table',
+                                     description=__doc__.split('\n\n')[0])
+    parser.add_argument('--lodo', required=True)
+    parser.add_argument('--seeds', action='append', default=[],
+                        metavar='FILE:ARM:SEED:DOMAIN')
+    parser.add_argument('--before')
+    parser.add_argument('--out', required=True)
+    args = parser.parse_args(argv)
+    with open(args.lodo) as f:
+        sweep = json.load(f)
+    rows = {r['domain']: from_lodo(r) | {'source': args.lodo} for r in sweep['rows']}
+    for item in args.seeds:
+        path, arm, seed, domain = item.rsplit(':', 3)
+        rows[domain] = from_seeds(path, arm, int(seed), domain)
+    if args.before:
+        with open(args.before) as f:
+            for r in json.load(f)['rows']:
+                if r['domain'] in rows and 'refined' in r:
+                    rows[r['domain']]['before'] = r['refined']
+    order = list(multidomain.HOLDABLE_DOMAINS)
+    rows = sorted(rows.values(), key=lambda r: order.index(r['domain']))
+    write_json(args.out + '.json', {'rows': rows, 'lodo': args.lodo, 'seeds': args.seeds,
+                                    'before': args.before})
+    text = markdown(rows)
+    with open(args.out + '.md', 'w') as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == '__main__':
+    main()
