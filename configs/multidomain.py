@@ -1,10 +1,14 @@
 """The offline multi-domain pool, one domain held out: --config=configs/multidomain.py:<domain>
 
-The pool (`multidomain`, built from installed packages, no download; README "Data"):
-seven glyph domains rendered from matplotlib's fonts (latin_upper 26 classes, latin_lower
-26, greek_upper 24, greek_lower 24, cyrillic 20, digits 10, math 31; 150 images a class),
-MNIST-5k handwritten digits (mnist, 10 × 500) and Animal-MNIST silhouettes (animal,
-10 × 1,000): 181 classes, 28×28 grayscale.
+The pool (`multidomain_styles`, built from installed packages, no download; README
+"Data"): seven glyph domains rendered from matplotlib's fonts (latin_upper 26 classes,
+latin_lower 26, greek_upper 24, greek_lower 24, cyrillic 20, digits 10, math 31; 150
+images a class), two typeface domains drawn from the same fonts but labelled by the font
+(typefaces_a, typefaces_b: 10 fonts each, 150 images a class), MNIST-5k handwritten
+digits (mnist, 10 × 500) and Animal-MNIST silhouettes (animal, 10 × 1,000): 201 classes,
+28×28 grayscale. The typeface domains joined the default by the rule of
+docs/preregistration.md (third entry of 2026-12-06: held-out greek_lower, cyrillic and
+math at 10 ways, 3 labelled images a class); `:<domain>,chars` is the default before it.
 
 Meta-training uses every domain but three: the held-out (test) domain and two validation
 domains of different kinds (`validation_domains`: MNIST's handwriting, or Animal-MNIST
@@ -27,17 +31,20 @@ held-out domain's classes, 10 prediction images a class (all labelled), 15 test 
   :<domain>,plus   the wider pool `multidomain_plus`: the nine domains and five more glyph
                    domains in training (armenian, georgian, hebrew, pictograms, arrows;
                    multidomain.EXTRA_BLOCKS); the same held-out and validation domains
-  :<domain>,styles the pool `multidomain_styles`: the nine domains and two typeface
-                   domains (typefaces_a, typefaces_b: Latin letters and digits labelled by
-                   the font that drew them, multidomain.STYLE_DOMAINS), in training unless
-                   held out: character tasks and typeface tasks on the same kind of
-                   images, which no one fixed network can serve (README, *Conflicting
-                   labels*); `:typefaces_b,styles` tests on typefaces of families
-                   training never saw
-  :<domain>,styles,charsonly
+  :<domain>,chars  the pool `multidomain`, without the typeface domains: character tasks
+                   only, the default before the typeface domains joined it (every
+                   multi-domain result of the README up to *Conflicting labels*)
+  :<domain>,styles the default, said explicitly (the commands of *Conflicting labels*):
+                   the nine domains and two typeface domains (typefaces_a, typefaces_b:
+                   Latin letters and digits labelled by the font that drew them,
+                   multidomain.STYLE_DOMAINS), in training unless held out: character
+                   tasks and typeface tasks on the same kind of images, which no one
+                   fixed network can serve; `:typefaces_b` tests on typefaces of
+                   families training never saw
+  :<domain>,charsonly
                    the same pool, held-out and validation domains, but no typeface domain
                    in training (character tasks only): the control arm of *Conflicting
-                   labels*
+                   labels* (`,styles,charsonly` says the same)
   :<domain>,paper  the paper's model and objective (L2 full-class head, no inner loop),
                    with 10 Adam steps of 3 on the sketch at prediction only: the default
                    before the learned step (the shipped `multidomain-convnet3`); combines
@@ -86,13 +93,14 @@ def roles(held_out: str, pool: str = 'multidomain', leave_out: tuple[str, ...] =
 
 def get_config(arg: str = 'animal'):
     held_out, *options = arg.split(',')
-    if (not set(options) <= {'intra', 'inter', 'paper', 'plus', 'styles', 'charsonly'}
-            or {'intra', 'inter'} <= set(options) or {'plus', 'styles'} <= set(options)
-            or ('charsonly' in options and 'styles' not in options)):
-        raise ValueError(f"configs/multidomain.py:<domain>[,plus|,styles[,charsonly]]"
+    pools = {'plus', 'chars', 'styles'} & set(options)
+    if (not set(options) <= {'intra', 'inter', 'paper', 'plus', 'chars', 'styles', 'charsonly'}
+            or {'intra', 'inter'} <= set(options) or len(pools) > 1
+            or ('charsonly' in options and pools - {'styles'})):
+        raise ValueError(f"configs/multidomain.py:<domain>[,plus|,chars|,styles|,charsonly]"
                          f"[,paper][,inter]; got {arg!r}.")
     pool = ('multidomain_plus' if 'plus' in options else
-            'multidomain_styles' if 'styles' in options else 'multidomain')
+            'multidomain' if 'chars' in options else 'multidomain_styles')
     config = default.get_config()
     leave_out = tuple(multidomain.STYLE_DOMAINS) if 'charsonly' in options else ()
     train, val, test, domains = roles(held_out, pool, leave_out)

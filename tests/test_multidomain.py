@@ -132,11 +132,17 @@ def test_conflicting_label_configs_roles():
     # the same training classes.
     assert set(arm_s.data.train_classes) == set(arm_n.data.train_classes) | set(layout['typefaces_a'])
     assert not set(arm_n.data.train_classes) & set(layout['typefaces_a'])
-    # Held-out Animal on the styles pool: both typeface domains in training.
-    animal = md_config.get_config('animal,styles')
+    # The default is the styles pool (`,styles` says it explicitly; `,charsonly` alone is
+    # arm N): held-out Animal with both typeface domains in training.
+    animal = md_config.get_config('animal')
+    assert animal.data.name == 'multidomain_styles'
     assert set(layout['typefaces_a']) | set(layout['typefaces_b']) <= set(animal.data.train_classes)
-    for bad in ('typefaces_b,charsonly', 'animal,plus,styles'):
-        with pytest.raises(ValueError, match='styles'):
+    assert md_config.get_config('animal,styles').data.train_classes == animal.data.train_classes
+    assert (md_config.get_config('typefaces_b,charsonly').data.train_classes
+            == arm_n.data.train_classes)
+    for bad in ('animal,plus,styles', 'animal,chars,styles', 'animal,chars,charsonly',
+                'animal,plus,charsonly', 'typefaces_b,chars'):
+        with pytest.raises(ValueError):
             md_config.get_config(bad)
 
 
@@ -159,7 +165,16 @@ def test_photo_domain_renders_offline_and_deterministically():
 @pytest.mark.parametrize('held_out', multidomain.DOMAINS)
 def test_leave_one_domain_out_roles_are_disjoint(held_out):
     config = md_config.get_config(held_out)
-    layout = multidomain.layout()
+    layout = multidomain.layout('multidomain_styles')
+    assert config.data.name == 'multidomain_styles'
+    # `,chars`, the default before the typeface domains joined it: the pool `multidomain`,
+    # the same held-out, validation and other training classes.
+    chars = md_config.get_config(held_out + ',chars')
+    assert chars.data.name == 'multidomain'
+    typefaces = {c for d in multidomain.STYLE_DOMAINS for c in layout[d]}
+    assert chars.data.test_classes == config.data.test_classes
+    assert tuple(chars.data.val_domains) == tuple(config.data.val_domains)
+    assert set(chars.data.train_classes) == set(config.data.train_classes) - typefaces
     train, val, test = (set(config.data[k]) for k in ('train_classes', 'val_classes',
                                                      'test_classes'))
     assert not (train & val or train & test or val & test)
@@ -191,7 +206,7 @@ def test_leave_one_domain_out_roles_are_disjoint(held_out):
     assert plus.data.test_classes == config.data.test_classes
     assert tuple(plus.data.val_domains) == val_domains
     assert set(plus.data.val_classes) == set(wide[val_domains[0]]) | set(wide['photos'])
-    assert set(plus.data.train_classes) == train | extra
+    assert set(plus.data.train_classes) == (train - typefaces) | extra
 
 
 def test_a_validation_only_domain_cannot_be_held_out():

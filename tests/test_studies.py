@@ -13,6 +13,7 @@ from configs import test as test_config
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate
 from pudnet_jax import input_pipeline
+from pudnet_jax import multidomain
 from pudnet_jax.studies import paper as studies
 from pudnet_jax import train as train_lib
 from pudnet_jax import workdir as workdir_lib
@@ -219,6 +220,11 @@ def test_the_lodo_sweep_keeps_rows_it_did_not_rerun(tmp_path, monkeypatch):
     assert [r['domain'] for r in saved['rows']] == ['math'] and saved['variant'] == 'paper'
     args = lodo.parse_args(['--variant', 'paper'])
     assert f'--config={lodo.CONFIG}:mnist,paper' in lodo.command(args, 'mnist', 'w')
+    # By default, every domain the variant's pool can hold out: the default's pool holds
+    # the typeface domains, `,chars` (the default before them) does not.
+    assert args.domains == list(multidomain.POOLS['multidomain_styles'][:-1])
+    assert 'typefaces_a' in args.domains and 'photos' not in args.domains
+    assert lodo.parse_args(['--variant', 'chars']).domains == list(multidomain.DOMAINS)
     with pytest.raises(SystemExit):
         lodo.main(['--domains', 'klingon', '--out', out])
 

@@ -96,7 +96,8 @@ REGISTRY = {p.name: p for p in (
     Pretrained(
         name='multidomain-convnet3',
         description='The paper\'s model on the multi-domain pool (configs/multidomain.py:'
-                    'animal,paper, the multi-domain default before the learned step; '
+                    'animal,chars,paper, the multi-domain default before the learned step '
+                    'and the typeface domains; '
                     'held-out domain Animal-MNIST, validation domain MNIST, seed 0): trained on 6 glyph '
                     'domains rendered from matplotlib\'s fonts (151 classes; the rendered '
                     'digits leave with their twin MNIST; 5-way one-domain episodes, 500 '
@@ -104,8 +105,8 @@ REGISTRY = {p.name: p for p in (
                     'images of a domain it never saw; eval.refine_steps = 10 (PudNet + refined '
                     'sketch).',
         command='taskset -c 0 python -m pudnet_jax.studies lodo --root runs/lodo --domains '
-                'animal --variant paper (= python main.py --config '
-                'configs/multidomain.py:animal,paper --workdir runs/lodo/animal, on one CPU '
+                'animal --variant chars,paper (= python main.py --config '
+                'configs/multidomain.py:animal,chars,paper --workdir runs/lodo/animal, on one CPU '
                 'core)',
         # results.json's test accuracy (150 groups) beside its controls, validation, and
         # PudNet + refined sketch.

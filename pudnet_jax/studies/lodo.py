@@ -18,6 +18,7 @@ are kept.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -33,8 +34,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog='python -m pudnet_jax.studies lodo',
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--root', default='runs/lodo', help='one workdir per domain under it')
-    parser.add_argument('--domains', default=','.join(multidomain.DOMAINS),
-                        help='comma-separated held-out domains (default: all)')
+    parser.add_argument('--domains', default=None,
+                        help="comma-separated held-out domains (default: every domain the "
+                             "variant's pool can hold out)")
     parser.add_argument('--parallel', type=int, default=1, help='trainings at once')
     parser.add_argument('--variant', default='',
                         help="a variant of configs/multidomain.py, e.g. 'paper' (the paper's "
@@ -43,14 +45,26 @@ def parse_args(argv):
                         help='config override of every run, e.g. model.residual=True')
     parser.add_argument('--out', default='docs/lodo', help='output prefix (.json, .md)')
     args = parser.parse_args(argv)
+    if not os.path.isfile(CONFIG):
+        parser.error(f'{CONFIG} not found: run from the repository root')
+    if args.domains is None:
+        args.domains = ','.join(holdable(args.variant))
     args.domains = [d for d in args.domains.split(',') if d]
     unknown = [d for d in args.domains if d not in multidomain.HOLDABLE_DOMAINS]
     if unknown:
         parser.error(f'--domains: unknown {unknown}; the domains are '
                      f'{list(multidomain.HOLDABLE_DOMAINS)}')
-    if not os.path.isfile(CONFIG):
-        parser.error(f'{CONFIG} not found: run from the repository root')
     return args
+
+
+def holdable(variant: str = '') -> list[str]:
+    """The domains `configs/multidomain.py:<domain>[,<variant>]` can hold out: its pool's,
+    but the validation-only ones (the default's pool holds the typeface domains)."""
+    sys.path.insert(0, os.getcwd())
+    config = importlib.import_module('configs.multidomain').get_config(
+        'animal' + (f',{variant}' if variant else ''))
+    return [d for d in multidomain.POOLS[config.data.name]
+            if d not in multidomain.VALIDATION_DOMAINS]
 
 
 def command(args, domain: str, workdir: str) -> list[str]:
