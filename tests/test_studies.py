@@ -453,6 +453,17 @@ def test_the_seeds_study_reads_each_seed_and_gives_the_t_interval_over_seeds(
     assert os.path.getsize(out + '.png') > 1000
     with pytest.raises(SystemExit):
         seeds.main(['S' + ''.join(dirs)])     # no '='
+    # A seed recorded in an earlier output joins new workdirs: the same row, read back.
+    again = str(tmp_path / 'docs' / 'joined')
+    seeds.main([f'S={out}.json:S:2,{dirs[0]},{dirs[1]}', '--out', again])
+    with open(again + '.json') as f:
+        joined = json.load(f)['arms']['S']
+    assert [row['seed'] for row in joined['seeds']] == [2, 0, 1]
+    assert joined['seeds'][0] == saved['S']['seeds'][2]
+    assert joined['summary']['over_pretrained']['mean'] == pytest.approx(g['mean'])
+    for bad in (f'S={out}.json:S:7', f'S={out}.json:Q:0'):
+        with pytest.raises(SystemExit, match='seed 7|no arm'):
+            seeds.main([bad, '--out', again])
 
 
 def test_the_lodo_sweep_takes_the_domains_of_every_pool_but_validation(tmp_path, monkeypatch,

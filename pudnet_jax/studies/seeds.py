@@ -12,6 +12,10 @@ its standard deviation, and the 95 % CI of the mean (Student's t with n − 1 de
 freedom: a seed is the unit, not a group), and how many seeds have the gain's CI over
 groups above 0. Writes OUT.md, OUT.json and OUT.png (each seed's gains, arm by arm).
 Trains nothing and selects nothing.
+
+A member of an arm may also be `P.json:ARM:SEED`: that seed's row as an earlier output of
+this study recorded it (a workdir that is gone), e.g. `styles=docs/animal_styles.json:
+styles:0,runs/s5` joins seed 0 measured before to a new training.
 """
 
 from __future__ import annotations
@@ -54,6 +58,27 @@ def seed_row(workdir: str) -> dict:
             out[name] = r[key]
             out[name + '_ci95'] = r[key + '_ci95']
     return out
+
+
+def recorded_row(spec: str) -> dict:
+    """The row of `P.json:ARM:SEED`, as this study wrote it."""
+    path, arm, seed = spec.rsplit(':', 2)
+    try:
+        with open(path) as f:
+            rows = json.load(f)['arms'][arm]['seeds']
+    except (OSError, KeyError, ValueError) as e:
+        raise SystemExit(f'{spec}: no arm {arm!r} in a seeds output at {path} ({e}).')
+    found = [r for r in rows if str(r['seed']) == seed]
+    if not found:
+        raise SystemExit(f'{spec}: arm {arm!r} of {path} has no seed {seed} '
+                         f'(it has {[r["seed"] for r in rows]}).')
+    return dict(found[0])
+
+
+def member_row(member: str) -> dict:
+    """A workdir's row, or a recorded one (`P.json:ARM:SEED`)."""
+    head = member.rsplit(':', 2)[0]
+    return recorded_row(member) if head.endswith('.json') else seed_row(member)
 
 
 def over_seeds(values) -> dict:
@@ -167,7 +192,8 @@ def parse_args(argv):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    result = summarize({arm: [seed_row(w) for w in dirs] for arm, dirs in args.arms.items()})
+    result = summarize({arm: [member_row(w) for w in dirs]
+                        for arm, dirs in args.arms.items()})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + '.json', 'w') as f:
         json.dump({'arms': result}, f, indent=1)
