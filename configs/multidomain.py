@@ -33,7 +33,8 @@ held-out domain's classes, 10 prediction images a class (all labelled), 15 test 
                    multidomain.EXTRA_BLOCKS); the same held-out and validation domains
   :<domain>,chars  the pool `multidomain`, without the typeface domains: character tasks
                    only, the default before the typeface domains joined it (every
-                   multi-domain result of the README up to *Conflicting labels*)
+                   multi-domain result of the README before *Typeface tasks join the
+                   default*)
   :<domain>,styles the default, said explicitly (the commands of *Conflicting labels*):
                    the nine domains and two typeface domains (typefaces_a, typefaces_b:
                    Latin letters and digits labelled by the font that drew them,
