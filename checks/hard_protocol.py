@@ -43,7 +43,7 @@ from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
 from pudnet_jax import targets
 from pudnet_jax import workdir as workdir_lib
-from pudnet_jax.files import write_json
+from pudnet_jax.files import write_json, write_report
 
 flags.DEFINE_list('domains', ['greek_lower', 'cyrillic', 'math'], 'Held-out domains.')
 flags.DEFINE_list('ways', ['5', '10', '20'], 'Ways W of a group.')
@@ -138,7 +138,6 @@ def decide(pairs: list[str], prefix: str) -> dict:
     above = sum(r['D'] > 0 for r in rows)
     adopted = bool(mean_d > 0 and above >= 2)
     out = {'rows': rows, 'mean_D': mean_d, 'above': above, 'adopted': adopted}
-    write_json(prefix + '.json', out)
     pct = lambda v: f'{100 * v:.2f}'
     h = rows[0]['default']['hard']
     lines = [f"| held-out domain | untrained | default: single pass | default: learned step | "
@@ -156,8 +155,7 @@ def decide(pairs: list[str], prefix: str) -> dict:
     lines.append(f"\n{h['ways']} ways, {h['shots']} labelled images a class. Mean D "
                  f"{100 * mean_d:+.2f}, D > 0 on {above} of {len(rows)}: "
                  f"**{'adopted' if adopted else 'not adopted'}**.")
-    with open(prefix + '.md', 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    write_report(prefix, out, '\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return out
 
@@ -198,7 +196,6 @@ def main(_):
     chosen = select(cells, FLAGS.target)
     out = {'target': FLAGS.target, 'groups': FLAGS.groups, 'domains': FLAGS.domains,
            'cells': cells, 'selected': {'ways': chosen['ways'], 'shots': chosen['shots']}}
-    write_json(FLAGS.out + '.json', out)
     lines = ['| ways | labelled a class | ' + ' | '.join(FLAGS.domains) + ' | mean |',
              '|---|---|' + '---|' * (len(FLAGS.domains) + 1)]
     for c in cells:
@@ -208,8 +205,7 @@ def main(_):
             for d in FLAGS.domains) + f" | {mark}{c['mean']:.2f}{mark} |")
     lines.append(f"\nUntrained control (%), {FLAGS.groups} test groups a domain; selected "
                  f"(closest to {FLAGS.target:.2f}): W {chosen['ways']}, s {chosen['shots']}.")
-    with open(FLAGS.out + '.md', 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    write_report(FLAGS.out, out, '\n'.join(lines) + '\n')
     print(json.dumps(out['selected']))
 
 

@@ -19,7 +19,7 @@ import argparse
 import json
 
 from pudnet_jax import multidomain
-from pudnet_jax.files import write_json
+from pudnet_jax.files import write_report
 
 
 def from_lodo(r: dict) -> dict:
@@ -91,11 +91,9 @@ def main(argv=None) -> None:
                     rows[r['domain']]['before'] = r['refined']
     order = list(multidomain.HOLDABLE_DOMAINS)
     rows = sorted(rows.values(), key=lambda r: order.index(r['domain']))
-    write_json(args.out + '.json', {'rows': rows, 'lodo': args.lodo, 'seeds': args.seeds,
-                                    'before': args.before})
     text = markdown(rows)
-    with open(args.out + '.md', 'w') as f:
-        f.write(text)
+    write_report(args.out, {'rows': rows, 'lodo': args.lodo, 'seeds': args.seeds,
+                            'before': args.before}, text)
     print(text)
 
 

@@ -29,6 +29,15 @@ def write_json(path: str, obj, **dump_kwargs) -> str:
     return path
 
 
+def write_report(prefix: str, obj, text: str) -> None:
+    """A study's outputs: PREFIX.json (`write_json`) and the table PREFIX.md, in
+    PREFIX's folder (made if missing)."""
+    os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
+    write_json(prefix + '.json', obj)
+    with open(prefix + '.md', 'w') as f:
+        f.write(text)
+
+
 # ----------------------------------------------------------------------------- lock
 
 # Process i > 0 of a multi-process run (`mesh.initialize_distributed`) locks

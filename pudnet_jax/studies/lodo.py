@@ -25,7 +25,7 @@ import sys
 
 from pudnet_jax import multidomain
 from pudnet_jax.studies import jobs
-from pudnet_jax.files import write_json
+from pudnet_jax.files import write_report
 
 CONFIG = os.path.join('configs', 'multidomain.py')
 
@@ -197,12 +197,9 @@ def main(argv=None) -> None:
         if r is not None:
             rows.append(r)
     missing = [d for d in args.domains if d not in {r['domain'] for r in rows}]
-    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    write_json(args.out + '.json', {'rows': rows, 'missing': missing, 'overrides': args.set,
-                                    'variant': args.variant})
     text = markdown(rows)
-    with open(args.out + '.md', 'w') as f:
-        f.write(text)
+    write_report(args.out, {'rows': rows, 'missing': missing, 'overrides': args.set,
+                            'variant': args.variant}, text)
     print(text)
     if missing:
         print(f'no results for {missing} (see their lodo.log)')

@@ -36,7 +36,7 @@ import numpy as np
 
 from pudnet_jax import multidomain
 from pudnet_jax.studies import jobs
-from pudnet_jax.files import write_json
+from pudnet_jax.files import write_json, write_report
 
 CONFIG = os.path.join('configs', 'multidomain.py')
 CELLS_FILE = 'settings.json'
@@ -277,11 +277,8 @@ def main(argv=None) -> None:
     if missing:
         raise SystemExit(f'no cells for {missing}: see their settings.log under {args.root}')
     summary = summarize(args, per_domain)
-    os.makedirs(os.path.dirname(args.out) or '.', exist_ok=True)
-    write_json(args.out + '.json', summary)
     text = markdown(summary)
-    with open(args.out + '.md', 'w') as f:
-        f.write(text)
+    write_report(args.out, summary, text)
     print(text)
 
 
