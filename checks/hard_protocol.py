@@ -41,7 +41,7 @@ from configs import multidomain as md_config
 from pudnet_jax import controls
 from pudnet_jax import data as data_lib
 from pudnet_jax import evaluate as evaluate_lib
-from pudnet_jax import targets
+from pudnet_jax.hypernet import build_model
 from pudnet_jax import workdir as workdir_lib
 from pudnet_jax.files import write_json, write_report
 
@@ -61,11 +61,16 @@ FLAGS = flags.FLAGS
 
 def protocol_config(domain: str, ways: int, shots: int, groups: int):
     """`configs/multidomain.py:<domain>` at W ways, s labelled images a class."""
-    config = md_config.get_config(domain)
+    config = set_protocol(md_config.get_config(domain), ways, shots)
+    config.eval.groups = groups
+    return config
+
+
+def set_protocol(config, ways: int, shots: int):
+    """`config` at W ways, s labelled images a class, the prediction set the labelled set."""
     with config.unlocked():
         config.eval.ways, config.eval.shots = ways, shots
         config.eval.prediction_shots = shots
-        config.eval.groups = groups
     return config
 
 
@@ -73,10 +78,8 @@ def untrained_accuracy(config, pool) -> tuple[float, float]:
     """Mean and 95 % CI over the test groups of the untrained control (%), as
     `evaluate.evaluate` computes it."""
     e = config.eval
-    spec = targets.target_spec(config.target.name, (config.data.image_size,) * 2
-                               + (config.data.channels,), config.target.width)
-    params = {'untrained': [targets.random_init_params(spec, controls.UNTRAINED_SEED + k)
-                            for k in range(int(e.get('untrained_seeds', 3)))]}
+    _, spec = build_model(config)
+    params = {'untrained': controls.untrained_params(config, spec)}
     scores = evaluate_lib.make_scores_fn(spec, e.ways)
     sampler = evaluate_lib.group_sampler(config, pool, 'test')
     per_group = []
@@ -97,10 +100,7 @@ def select(cells: list[dict], target: float) -> dict:
 def evaluate_workdir(workdir: str, ways: int, shots: int) -> dict:
     """`evaluate.evaluate` of a workdir's test groups at W ways, s labelled images."""
     config, model, spec, hyper = workdir_lib.restore_hypernet(workdir)
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        config.eval.ways, config.eval.shots = ways, shots
-        config.eval.prediction_shots = shots
+    config = set_protocol(config.copy_and_resolve_references(), ways, shots)
     pool = data_lib.load_pool(config.data.name, config.data.image_size, config.data.channels,
                               config.data.data_dir, cache_dir=config.data.get('cache_dir'))
     results = evaluate_lib.evaluate(config, model, spec, hyper, pool, workdir, split='test')

@@ -19,36 +19,21 @@ import argparse
 import json
 
 from pudnet_jax import multidomain
+from pudnet_jax.studies import seeds
 from pudnet_jax.files import write_report
 
 
 def from_lodo(r: dict) -> dict:
-    """The common row of a `studies lodo` row (PudNet = PudNet + learned step)."""
-    out = {'domain': r['domain'], 'seed': r.get('seed', 0), 'untrained': r['untrained'],
-           'mean_sketch': r['mean_sketch'], 'single_pass': r['pudnet'], 'pudnet': r['refined'],
-           'pudnet_ci95': r['refined_ci95'],
-           'over_untrained': r['refined_over_untrained'],
-           'over_untrained_ci95': r['refined_over_untrained_ci95'],
-           'over_mean_sketch': r['refined_gain'], 'over_mean_sketch_ci95': r['refined_gain_ci95'],
-           'over_other_group': r.get('refined_over_other_group'),
-           'over_other_group_ci95': r.get('refined_over_other_group_ci95')}
-    if 'pretrained' in r:
-        out.update(pretrained=r['pretrained'], over_pretrained=r['refined_over_pretrained'],
-                   over_pretrained_ci95=r['refined_over_pretrained_ci95'])
-    return out
+    """A `studies lodo` row as `studies seeds` reads it (PudNet = PudNet + learned step);
+    a row from before the sweep recorded its seed is seed 0, the sweep's."""
+    return {'domain': r['domain']} | seeds.from_lodo_row(r) | {
+        'seed': r.get('seed', 0), 'pudnet_ci95': r.get('refined_ci95')}
 
 
-def from_seeds(path: str, arm: str, seed: int, domain: str) -> dict:
-    """The common row of one seed of one arm of a `studies seeds` output."""
-    with open(path) as f:
-        rows = json.load(f)['arms'][arm]['seeds']
-    r = next(r for r in rows if int(r['seed']) == seed)
-    keys = ('untrained', 'mean_sketch', 'single_pass', 'pudnet', 'over_untrained',
-            'over_untrained_ci95', 'over_mean_sketch', 'over_mean_sketch_ci95',
-            'over_other_group', 'over_other_group_ci95', 'pretrained', 'over_pretrained',
-            'over_pretrained_ci95')
-    return {'domain': domain, 'seed': seed, 'source': f'{path}:{arm}'} | {
-        k: r.get(k) for k in keys}
+def from_seeds(path: str, arm: str, seed: str, domain: str) -> dict:
+    """One seed of one arm of a `studies seeds` output (`seeds.recorded_row`)."""
+    return {'domain': domain, 'source': f'{path}:{arm}'} | seeds.recorded_row(
+        f'{path}:{arm}:{seed}')
 
 
 def markdown(rows) -> str:
@@ -83,7 +68,7 @@ def main(argv=None) -> None:
     rows = {r['domain']: from_lodo(r) | {'source': args.lodo} for r in sweep['rows']}
     for item in args.seeds:
         path, arm, seed, domain = item.rsplit(':', 3)
-        rows[domain] = from_seeds(path, arm, int(seed), domain)
+        rows[domain] = from_seeds(path, arm, seed, domain)
     if args.before:
         with open(args.before) as f:
             for r in json.load(f)['rows']:

@@ -153,16 +153,21 @@ def pretrained_params(config, spec: TargetSpec, pool=None, workdir=None) -> dict
     return params
 
 
+def untrained_params(config, spec: TargetSpec) -> list:
+    """The untrained control's networks: the target at random initialisation, one per
+    `eval.untrained_seeds` (PRNG keys UNTRAINED_SEED + k)."""
+    seeds = int(config.eval.get('untrained_seeds', 3))
+    return [random_init_params(spec, UNTRAINED_SEED + k) for k in range(seeds)]
+
+
 def control_params(config, model: PudNet, spec: TargetSpec, hyper_vars, pool=None,
                    workdir=None) -> dict[str, list]:
     """{'untrained': [params per init seed], 'mean_sketch': [params]}, and with
     `config.eval.pretrained_control` 'pretrained': [params]."""
-    seeds = int(config.eval.get('untrained_seeds', 3))
     sketch = mean_sketch(config, model, hyper_vars, pool, workdir)
     generated = jax.jit(lambda hv, s: model.apply(hv, s, method=PudNet.generate))(
         hyper_vars, sketch)
-    out = {'untrained': [random_init_params(spec, UNTRAINED_SEED + k) for k in range(seeds)],
-           'mean_sketch': [generated]}
+    out = {'untrained': untrained_params(config, spec), 'mean_sketch': [generated]}
     # The intra-dataset protocol only: the inter-dataset protocol and a user's folder
     # (whose evaluation settings are the folder protocol's) do not carry it yet.
     if config.eval.get('pretrained_control') and config.eval.get('protocol', 'intra') == 'intra':

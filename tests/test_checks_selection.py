@@ -63,7 +63,8 @@ def test_the_rule_adopts_on_the_mean_and_two_of_three(tmp_path, candidate, adopt
 
 
 def test_the_sweep_table_copies_its_sources(tmp_path):
-    lodo_row = {'domain': 'math', 'untrained': 0.9, 'mean_sketch': 0.91, 'pudnet': 0.92,
+    lodo_row = {'domain': 'math', 'groups': 150, 'untrained': 0.9, 'mean_sketch': 0.91,
+                'pudnet': 0.92,
                 'refined': 0.97, 'refined_ci95': 0.01, 'refined_over_untrained': 0.07,
                 'refined_over_untrained_ci95': 0.01, 'refined_gain': 0.06,
                 'refined_gain_ci95': 0.01, 'refined_over_other_group': 0.0,

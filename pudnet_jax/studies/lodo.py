@@ -57,12 +57,18 @@ def parse_args(argv):
     return args
 
 
+def multidomain_config(domain: str, variant: str = ''):
+    """`configs/multidomain.py:<domain>[,<variant>]`, imported from the repository root
+    (the working directory)."""
+    sys.path.insert(0, os.getcwd())
+    return importlib.import_module('configs.multidomain').get_config(
+        domain + (f',{variant}' if variant else ''))
+
+
 def holdable(variant: str = '') -> list[str]:
     """The domains `configs/multidomain.py:<domain>[,<variant>]` can hold out: its pool's,
     but the validation-only ones (the default's pool holds the typeface domains)."""
-    sys.path.insert(0, os.getcwd())
-    config = importlib.import_module('configs.multidomain').get_config(
-        'animal' + (f',{variant}' if variant else ''))
+    config = multidomain_config('animal', variant)
     return [d for d in multidomain.POOLS[config.data.name]
             if d not in multidomain.VALIDATION_DOMAINS]
 

@@ -45,8 +45,14 @@ def seed_row(workdir: str) -> dict:
     r = row(os.path.dirname(workdir), os.path.basename(workdir))
     if r is None:
         raise SystemExit(f'{workdir}: no results.json (train or evaluate it first).')
+    return {'workdir': workdir} | from_lodo_row(r)
+
+
+def from_lodo_row(r: dict) -> dict:
+    """A `lodo.row` as this study's row: PudNet (the refined network where there is one)
+    beside its controls, and the paired gains of GAINS."""
     refined = 'refined' in r
-    out = {'workdir': workdir, 'seed': r['seed'], 'groups': r['groups'],
+    out = {'seed': r.get('seed'), 'groups': r['groups'],
            'method': 'refined' if refined else 'single pass',
            'pudnet': r['refined'] if refined else r['pudnet'],
            'single_pass': r['pudnet'], 'untrained': r['untrained'],

@@ -26,7 +26,6 @@ in ROOT/<domain>/settings.json, reused when the scales and steps are the same.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ import time
 import numpy as np
 
 from pudnet_jax import multidomain
-from pudnet_jax.studies import jobs
+from pudnet_jax.studies import jobs, lodo
 from pudnet_jax.files import write_json, write_report
 
 CONFIG = os.path.join('configs', 'multidomain.py')
@@ -100,9 +99,7 @@ def measure(root: str, domain: str, scales, steps: int, variant: str = '',
     from pudnet_jax import tasks
     from pudnet_jax import workdir as workdir_lib
     if config is None:
-        sys.path.insert(0, os.getcwd())
-        config = importlib.import_module('configs.multidomain').get_config(
-            domain + (f',{variant}' if variant else ''))
+        config = lodo.multidomain_config(domain, variant)
     config = config.copy_and_resolve_references()
     workdir = os.path.join(root, domain)
     config, model, spec, hyper_vars, step = workdir_lib.restore_hypernet_with_step(
