@@ -112,7 +112,11 @@ def arm_row(workdir: str) -> dict:
     """A workdir's numbers at the selected cell and at its training's own protocol."""
     out = {'workdir': workdir}
     for name, file in (('hard', 'hard_protocol.json'), ('default_protocol', 'results.json')):
-        with open(os.path.join(workdir, file)) as f:
+        path = os.path.join(workdir, file)
+        if not os.path.exists(path):
+            raise SystemExit(f'{path}: not found (train the workdir, then evaluate it with '
+                             f'--workdirs, first).')
+        with open(path) as f:
             r = json.load(f)
         f_ = r['refined']
         out[name] = {'ways': r['ways'], 'shots': r['shots'], 'refined': f_['accuracy'],
@@ -128,7 +132,10 @@ def decide(pairs: list[str], prefix: str) -> dict:
     """The rule of docs/preregistration.md (third entry of 2026-12-06) on the pairs."""
     rows = []
     for item in pairs:
-        domain, w_default, w_candidate = item.split(':')
+        parts = item.split(':')
+        if len(parts) != 3 or not all(parts):
+            raise SystemExit(f'--pairs: expected DOMAIN:W_DEFAULT:W_CANDIDATE; got {item!r}.')
+        domain, w_default, w_candidate = parts
         a, b = arm_row(w_default), arm_row(w_candidate)
         rows.append({'domain': domain, 'default': a, 'candidate': b,
                      'D': b['hard']['refined'] - a['hard']['refined'],
@@ -166,7 +173,11 @@ def main(_):
         return
     if FLAGS.workdirs:
         if FLAGS.protocol:
-            ways, shots = map(int, FLAGS.protocol.split(':'))
+            try:
+                ways, shots = map(int, FLAGS.protocol.split(':'))
+            except ValueError:
+                raise SystemExit(f'--protocol: expected W:s (two integers, e.g. 10:3); '
+                                 f'got {FLAGS.protocol!r}.') from None
         else:
             with open(FLAGS.out + '.json') as f:
                 selected = json.load(f)['selected']

@@ -67,7 +67,10 @@ def main(argv=None) -> None:
         sweep = json.load(f)
     rows = {r['domain']: from_lodo(r) | {'source': args.lodo} for r in sweep['rows']}
     for item in args.seeds:
-        path, arm, seed, domain = item.rsplit(':', 3)
+        parts = item.rsplit(':', 3)
+        if len(parts) != 4 or not all(parts):
+            parser.error(f'--seeds: expected FILE:ARM:SEED:DOMAIN; got {item!r}')
+        path, arm, seed, domain = parts
         rows[domain] = from_seeds(path, arm, seed, domain)
     if args.before:
         with open(args.before) as f:

@@ -60,6 +60,12 @@ def test_the_rule_adopts_on_the_mean_and_two_of_three(tmp_path, candidate, adopt
     assert out['mean_D'] == pytest.approx(np.mean(d))
     with open(str(tmp_path / 'decision.md')) as f:
         assert ('**adopted**' if adopted else '**not adopted**') in f.read()
+    # Bad input: one line naming what is wrong.
+    with pytest.raises(SystemExit, match='DOMAIN:W_DEFAULT:W_CANDIDATE'):
+        hard_protocol.decide(['a:only_one'], str(tmp_path / 'bad'))
+    with pytest.raises(SystemExit, match='hard_protocol.json: not found'):
+        hard_protocol.decide([f"a:{tmp_path / 'nowhere'}:{tmp_path / 'a1'}"],
+                             str(tmp_path / 'bad'))
 
 
 def test_the_sweep_table_copies_its_sources(tmp_path):
@@ -92,3 +98,8 @@ def test_the_sweep_table_copies_its_sources(tmp_path):
     with open(out + '.md') as f:
         text = f.read()
     assert '| math | 0 | 90.00 | 91.00 | 92.00 | **97.00** | +7.00 ± 1.00 |' in text
+    with pytest.raises(SystemExit):      # argparse's one-line error, exit status 2
+        sweep_table.main(['--lodo', paths['lodo'], '--seeds', 'animal', '--out', out])
+    with pytest.raises(SystemExit, match='has no seed 3'):
+        sweep_table.main(['--lodo', paths['lodo'], '--seeds', f"{paths['seeds']}:S:3:animal",
+                          '--out', out])
