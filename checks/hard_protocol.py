@@ -147,14 +147,17 @@ def decide(pairs: list[str], prefix: str) -> dict:
     out = {'rows': rows, 'mean_D': mean_d, 'above': above, 'adopted': adopted}
     pct = lambda v: f'{100 * v:.2f}'
     h = rows[0]['default']['hard']
-    lines = [f"| held-out domain | untrained | default: single pass | default: learned step | "
-             f"candidate: single pass | candidate: learned step | **D** | default protocol: "
-             f"default / candidate (D) |", '|---|---|---|---|---|---|---|---|']
+    lines = [f"| held-out domain | untrained | default: mean sketch | default: single pass | "
+             f"default: learned step | candidate: mean sketch | candidate: single pass | "
+             f"candidate: learned step | **D** | default protocol: default / candidate (D) |",
+             '|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         a, b = r['default'], r['candidate']
         lines.append(
-            f"| {r['domain']} | {pct(a['hard']['untrained'])} | {pct(a['hard']['single_pass'])} "
+            f"| {r['domain']} | {pct(a['hard']['untrained'])} | {pct(a['hard']['mean_sketch'])} "
+            f"| {pct(a['hard']['single_pass'])} "
             f"| {pct(a['hard']['refined'])} ± {pct(a['hard']['refined_ci95'])} | "
+            f"{pct(b['hard']['mean_sketch'])} | "
             f"{pct(b['hard']['single_pass'])} | {pct(b['hard']['refined'])} ± "
             f"{pct(b['hard']['refined_ci95'])} | **{100 * r['D']:+.2f}** | "
             f"{pct(a['default_protocol']['refined'])} / {pct(b['default_protocol']['refined'])} "
